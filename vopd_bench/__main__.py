@@ -1,0 +1,3 @@
+from vopd_bench.cli import main
+
+main()

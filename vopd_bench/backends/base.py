@@ -1,0 +1,99 @@
+"""The backend interface: `generate(requests) -> responses`, plus `describe()` for the run record."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class GenerationKwargs:
+    """Decoding settings (recorded in config.json). Greedy unless temperature > 0."""
+
+    max_new_tokens: int = 32
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Request:
+    """One user turn: images (in order, placed before the text) and the prompt text."""
+
+    key: str
+    images: list[Image.Image]
+    prompt: str
+    system: str | None = None
+
+
+@dataclass
+class Response:
+    """A generated answer; `error` set (and `text` empty) when the backend failed for this request;
+    `retryable` errors (timeouts, 5xx) are retried when the run is resumed."""
+
+    text: str
+    error: str | None = None
+    retryable: bool = False
+    latency: float = 0.0
+    n_tokens: int | None = None
+
+
+@dataclass
+class BackendConfig:
+    """What selects and configures a backend (everything here is recorded in config.json, except
+    secrets, which are read from the environment and never stored)."""
+
+    backend: str = "hf"
+    model: str = "vopd-tiny"
+    revision: str | None = None
+    dtype: str = "auto"
+    device: str = "auto"
+    max_pixels: int | None = None
+    min_pixels: int | None = None
+    batch_size: int = 16
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = 8
+    timeout: float = 120.0
+    max_retries: int = 5
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_pixels is not None and self.max_pixels < 28 * 28:
+            raise ValueError(f"max_pixels must be >= 784, got {self.max_pixels}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Backend(Protocol):
+    """What the harness needs from a backend."""
+
+    name: str
+
+    def generate(self, requests: list[Request], gen: GenerationKwargs) -> list[Response]:
+        """One response per request, in order. Must not raise for a single bad request."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Facts that change numbers: resolved model path, revision/commit, dtype, image budget, versions."""
+        ...

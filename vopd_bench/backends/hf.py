@@ -1,0 +1,138 @@
+"""Hugging Face transformers backend: batched `generate` with left padding (CPU or CUDA)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import torch
+
+from vopd_bench.backends.base import BackendConfig, GenerationKwargs, Request, Response
+from vopd_bench.errors import UserError
+from vopd_bench.models import fingerprint, resolve_model
+
+log = logging.getLogger(__name__)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def build_messages(req: Request) -> list[dict[str, Any]]:
+    """Chat messages in the HF multimodal format: images first, then the text."""
+    content: list[dict[str, Any]] = [{"type": "image"} for _ in req.images]
+    content.append({"type": "text", "text": req.prompt})
+    msgs: list[dict[str, Any]] = []
+    if req.system:
+        msgs.append({"role": "system", "content": [{"type": "text", "text": req.system}]})
+    msgs.append({"role": "user", "content": content})
+    return msgs
+
+
+def set_image_budget(processor: Any, min_pixels: int | None, max_pixels: int | None) -> dict[str, int | None]:
+    """Apply the image budget to a Qwen-VL style image processor; returns the budget in force."""
+    ip = getattr(processor, "image_processor", processor)
+    size = dict(getattr(ip, "size", None) or {})
+    if max_pixels is not None:
+        size["longest_edge"] = max_pixels
+        if hasattr(ip, "max_pixels"):
+            ip.max_pixels = max_pixels
+    if min_pixels is not None:
+        size["shortest_edge"] = min_pixels
+        if hasattr(ip, "min_pixels"):
+            ip.min_pixels = min_pixels
+    if size:
+        ip.size = size
+    return {"min_pixels": size.get("shortest_edge"), "max_pixels": size.get("longest_edge")}
+
+
+class HFBackend:
+    name = "hf"
+
+    def __init__(self, cfg: BackendConfig, model: Any = None, processor: Any = None) -> None:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        self.cfg = cfg
+        self.path = resolve_model(cfg.model)
+        if cfg.device == "auto":
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        else:
+            self.device = cfg.device
+        if cfg.dtype == "auto":
+            self.dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+        elif cfg.dtype in DTYPES:
+            self.dtype = DTYPES[cfg.dtype]
+        else:
+            raise UserError(f"--dtype must be auto or one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
+        try:
+            self.processor = processor or AutoProcessor.from_pretrained(self.path, revision=cfg.revision)
+            self.model = model or AutoModelForImageTextToText.from_pretrained(
+                self.path, revision=cfg.revision, dtype=self.dtype
+            )
+        except OSError as e:
+            raise UserError(f"cannot load model {cfg.model!r}: {str(e).splitlines()[0]}") from None
+        self.model.to(self.device).eval()
+        tok = self.processor.tokenizer
+        tok.padding_side = "left"
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        self.budget = set_image_budget(self.processor, cfg.min_pixels, cfg.max_pixels)
+
+    def describe(self) -> dict[str, Any]:
+        import transformers
+
+        return {
+            "backend": self.name,
+            "model": self.cfg.model,
+            "model_path": self.path,
+            "revision": self.cfg.revision or getattr(self.model.config, "_commit_hash", None),
+            "fingerprint": fingerprint(self.path),
+            "architecture": type(self.model).__name__,
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "device": self.device,
+            "image_budget": self.budget,
+            "chat_template_hash": _hash(getattr(self.processor, "chat_template", None)),
+            "transformers": transformers.__version__,
+        }
+
+    def _inputs(self, reqs: list[Request]) -> dict[str, Any]:
+        texts = [
+            self.processor.apply_chat_template(build_messages(r), add_generation_prompt=True, tokenize=False) for r in reqs
+        ]
+        images = [im for r in reqs for im in r.images] or None
+        enc = self.processor(text=texts, images=images, padding=True, return_tensors="pt")
+        return {k: v.to(self.device) if hasattr(v, "to") else v for k, v in enc.items()}
+
+    @torch.no_grad()
+    def _generate(self, reqs: list[Request], gen: GenerationKwargs) -> list[Response]:
+        t0 = time.perf_counter()
+        inputs = self._inputs(reqs)
+        kw: dict[str, Any] = {"max_new_tokens": gen.max_new_tokens, "pad_token_id": self.pad_id}
+        if gen.greedy:
+            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:
+            torch.manual_seed(gen.seed)
+            kw.update(do_sample=True, temperature=gen.temperature, top_p=gen.top_p, top_k=None)
+        out = self.model.generate(**inputs, **kw)
+        new = out[:, inputs["input_ids"].shape[1] :]
+        texts = self.processor.batch_decode(new, skip_special_tokens=True)
+        dt = (time.perf_counter() - t0) / len(reqs)
+        lens = (new != self.pad_id).sum(dim=1).tolist()
+        return [Response(text=t.strip(), latency=dt, n_tokens=int(n)) for t, n in zip(texts, lens)]
+
+    def generate(self, requests: list[Request], gen: GenerationKwargs) -> list[Response]:
+        try:
+            return self._generate(requests, gen)
+        except Exception as e:  # one bad request must not sink the batch: retry one by one
+            if len(requests) == 1:
+                log.warning("generation failed for %s: %s", requests[0].key, e)
+                return [Response(text="", error=f"{type(e).__name__}: {e}", retryable=True)]
+            log.warning("batch generation failed (%s); retrying requests one by one", e)
+            return [r for req in requests for r in self.generate([req], gen)]
+
+
+def _hash(text: str | None) -> str | None:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:12] if text else None
+
+
+def make_backend(cfg: BackendConfig) -> HFBackend:
+    return HFBackend(cfg)

@@ -1,0 +1,95 @@
+"""`vopd-bench eval`: score a model on tasks, full image vs crop, and print the gap table."""
+
+from __future__ import annotations
+
+import re
+
+import click
+
+from vopd_bench.backends import BackendConfig
+from vopd_bench.errors import UserError
+
+
+def parse_data(data: tuple[str, ...], tasks: tuple[str, ...]) -> dict[str, str]:
+    """`--data PATH` (one task) or `--data TASK=PATH` (several)."""
+    out: dict[str, str] = {}
+    for d in data:
+        if "=" in d and not d.startswith(("/", ".")) and d.split("=", 1)[0] in tasks:
+            t, p = d.split("=", 1)
+            out[t] = p
+        elif len(tasks) == 1:
+            out[tasks[0]] = d
+        else:
+            raise UserError(f"--data {d!r}: with several tasks write --data TASK=PATH")
+    return out
+
+
+def default_out(model: str, backend: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model.rstrip("/").split("/")[-1]) or "model"
+    return f"runs/{slug}-{backend}"
+
+
+@click.command("eval")
+@click.option("--model", "-m", default="vopd-tiny", show_default=True, help="vopd-tiny, a local folder, or a Hub id.")
+@click.option("--backend", "-b", type=click.Choice(["hf", "vllm", "openai"]), default="hf", show_default=True)
+@click.option("--task", "-t", "tasks", multiple=True, required=True, help="Task name (repeatable) or a task YAML file.")
+@click.option("--data", multiple=True, help="Local files in the benchmark's published layout: PATH, or TASK=PATH.")
+@click.option("--views", default=None, help="Comma-separated views (full,crop,masked,random_crop). Default: full,crop where boxes exist.")
+@click.option("--boxes", default=None, help="JSONL of {id, boxes: [[x1,y1,x2,y2]]} giving any task a crop view.")
+@click.option("--limit", type=int, default=None, help="Only the first N items of each task (quick looks).")
+@click.option("--out", "-o", default=None, help="Run directory (default runs/<model>-<backend>). Re-running resumes.")
+@click.option("--overwrite", is_flag=True, help="Replace a run directory that holds a different configuration.")
+@click.option("--max-pixels", type=int, default=None, help="Image budget: max pixels per image after resizing (recorded).")
+@click.option("--min-pixels", type=int, default=None, help="Image budget: min pixels per image (recorded).")
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--dtype", default="auto", show_default=True, help="auto, float32, bfloat16 or float16.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--revision", default=None, help="Hub revision (branch, tag or commit).")
+@click.option("--max-new-tokens", type=int, default=None, help="Override the task's generation length.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--crop-margin", type=float, default=None, help="Override the crop's context margin (fraction of the box).")
+@click.option("--crop-upscale", type=float, default=None, help="Override the crop's zoom factor.")
+@click.option("--base-url", default=None, help="openai backend: the server's /v1 URL.")
+@click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, help="openai backend: env var holding the key.")
+@click.option("--concurrency", type=int, default=8, show_default=True, help="openai backend: parallel requests.")
+@click.option("--tp", "tensor_parallel", type=int, default=1, show_default=True, help="vllm backend: tensor parallel size.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def command(**kw) -> None:
+    """Score MODEL on TASKs, full image vs crop; write a run directory and print the gap table."""
+    from vopd_bench.evaluate import EvalConfig, run_eval
+    from vopd_bench.summary import print_results
+
+    try:
+        bcfg = BackendConfig(
+            backend=kw["backend"], model=kw["model"], revision=kw["revision"], dtype=kw["dtype"], device=kw["device"],
+            max_pixels=kw["max_pixels"], min_pixels=kw["min_pixels"], batch_size=kw["batch_size"],
+            base_url=kw["base_url"], api_key_env=kw["api_key_env"], concurrency=kw["concurrency"],
+            extra={"tensor_parallel_size": kw["tensor_parallel"]} if kw["tensor_parallel"] != 1 else {},
+        )
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    crop = {}
+    if kw["crop_margin"] is not None:
+        crop["margin"] = kw["crop_margin"]
+    if kw["crop_upscale"] is not None:
+        crop["upscale"] = kw["crop_upscale"]
+    cfg = EvalConfig(
+        tasks=list(kw["tasks"]),
+        backend=bcfg,
+        out=kw["out"] or default_out(kw["model"], kw["backend"]),
+        views=[v.strip() for v in kw["views"].split(",") if v.strip()] if kw["views"] else None,
+        data=parse_data(kw["data"], kw["tasks"]),
+        boxes=kw["boxes"],
+        limit=kw["limit"],
+        seed=kw["seed"],
+        max_new_tokens=kw["max_new_tokens"],
+        crop=crop,
+        overwrite=kw["overwrite"],
+        progress=not kw["quiet"],
+    )
+    results = run_eval(cfg)
+    from vopd_bench.evaluate import dist_info
+
+    if dist_info()[0] == 0:
+        print_results({**results, "tasks": {t: results["tasks"][t] for t in cfg.tasks if t in results["tasks"]} or results["tasks"]})
+        click.echo(f"run directory: {cfg.out}")

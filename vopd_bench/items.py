@@ -1,0 +1,108 @@
+"""The data model: one benchmark question as an `Item`, with pixel boxes on the original image."""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+Box = list[float]  # [x1, y1, x2, y2] in pixels of the original image
+LETTERS = "ABCDEFGHIJ"
+
+
+class ImageError(Exception):
+    """An item's image could not be read or decoded (recorded per item; the run goes on)."""
+
+
+@dataclass
+class Item:
+    """One question of one task.
+
+    `image` is lazy: a path, raw bytes, a base64 string, a PIL image or a zero-argument callable.
+    `boxes` are [x1, y1, x2, y2] pixel boxes of the decisive region (possibly empty).
+    `options` is the list of option texts for multiple choice (letters A, B, ... in order), or None.
+    `answer` is the gold letter for multiple choice, else the gold free-text answer.
+    `group` clusters items that repeat one question (e.g. HR-Bench option cycles) for statistics.
+    """
+
+    id: str
+    task: str
+    image: Any
+    question: str
+    answer: str
+    options: list[str] | None = None
+    boxes: list[Box] = field(default_factory=list)
+    category: str | None = None
+    crop_image: Any = None
+    group: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def load_image(self) -> Image.Image:
+        """Decode the full image as RGB; raises ImageError with the reason."""
+        return _decode(self.image, f"item {self.id}")
+
+    def load_crop_image(self) -> Image.Image | None:
+        """The benchmark's own crop image (e.g. ZoomBench), if it ships one."""
+        if self.crop_image is None:
+            return None
+        return _decode(self.crop_image, f"item {self.id} crop_image")
+
+
+def _decode(src: Any, what: str) -> Image.Image:
+    try:
+        if isinstance(src, Image.Image):
+            im = src
+        elif callable(src):
+            return _decode(src(), what)
+        elif isinstance(src, (bytes, bytearray)):
+            im = Image.open(io.BytesIO(src))
+        elif isinstance(src, dict) and "bytes" in src:  # HF datasets / parquet image struct
+            if src.get("bytes") is not None:
+                im = Image.open(io.BytesIO(src["bytes"]))
+            else:
+                im = Image.open(src["path"])
+        elif isinstance(src, (str, Path)):
+            s = str(src)
+            if len(s) > 512 and not Path(s[:255]).suffix:
+                im = Image.open(io.BytesIO(base64.b64decode(s)))
+            else:
+                im = Image.open(s)
+        else:
+            raise ImageError(f"{what}: unsupported image source {type(src).__name__}")
+        im.load()
+        return im.convert("RGB")
+    except ImageError:
+        raise
+    except Exception as e:  # PIL raises many types for corrupt data
+        raise ImageError(f"{what}: cannot decode image ({type(e).__name__}: {e})") from None
+
+
+def clean_boxes(boxes: list[Box], width: int, height: int, what: str) -> list[Box]:
+    """Clip boxes to the image; drop (with a warning) boxes of zero area or fully outside."""
+    out: list[Box] = []
+    for b in boxes:
+        x1, y1, x2, y2 = (float(v) for v in b)
+        if x2 < x1:
+            x1, x2 = x2, x1
+        if y2 < y1:
+            y1, y2 = y2, y1
+        cx1, cy1 = min(max(x1, 0.0), width), min(max(y1, 0.0), height)
+        cx2, cy2 = min(max(x2, 0.0), width), min(max(y2, 0.0), height)
+        if cx2 - cx1 <= 0 or cy2 - cy1 <= 0:
+            log.warning("%s: box %s has zero area inside the %dx%d image; dropped", what, b, width, height)
+            continue
+        if (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2):
+            log.warning("%s: box %s extends outside the %dx%d image; clipped", what, b, width, height)
+        out.append([cx1, cy1, cx2, cy2])
+    return out
+
+
+ItemSource = Callable[[], "list[Item]"]
