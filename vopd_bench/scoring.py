@@ -13,7 +13,8 @@ from vopd_bench.items import LETTERS
 # An explicit final answer: "Answer: B", "the answer is (C)", "Final answer - d", "答案：B".
 _EXPLICIT = re.compile(
     r"(?i:final\s+answer|correct\s+answer|answer|option|choice|答案|选项)(?i:\s+is|是)?\s*[:：\-–]?\s*"
-    r"(?:\(([A-Za-z])\)|\[([A-Za-z])\]|\*\*([A-Z])\*\*|([A-Z]))(?![A-Za-z])"
+    r"(?:\(([A-Za-z])\)|\[([A-Za-z])\]|\*\*([A-Za-z])\*\*|([A-Z])|([a-z])(?=[.)\]]?\s*$))(?![A-Za-z])",
+    re.MULTILINE,
 )
 # A letter standing alone as a token: "(B)", "B.", "B)", "**B**", "B" — upper case only here.
 _STANDALONE = re.compile(r"(?<![A-Za-z'’])[\(\[\*]*([A-J])[\)\]\*]*(?![A-Za-z'’])")
@@ -23,7 +24,8 @@ _WORD = re.compile(r"[A-Za-z]+")
 def extract_choice(response: str, options: list[str] | None) -> str | None:
     """The option letter a response chose, or None if it states none (or several) unambiguously.
 
-    Rules, in order: (1) an explicit "answer: X" phrase wins (the last one, if repeated);
+    Rules, in order: (1) an explicit "answer: X" phrase wins (the last one, if repeated; a letter
+    outside the options there is a failure);
     (2) a response that is only a letter (with brackets/punctuation) is that letter;
     (3) a response that equals one option's text (normalised) is that option;
     (4) exactly one distinct standalone capital letter among the valid ones (not the article "A"
@@ -37,9 +39,8 @@ def extract_choice(response: str, options: list[str] | None) -> str | None:
     text = response.strip()
 
     explicit = [next(g for g in m.groups() if g).upper() for m in _EXPLICIT.finditer(text)]
-    explicit = [x for x in explicit if x in valid]
-    if explicit:
-        return explicit[-1]
+    if explicit:  # an explicit answer wins; an invalid letter there is a parse failure
+        return explicit[-1] if explicit[-1] in valid else None
 
     bare = text.strip(" \t\n.:;,!()[]*'\"`")
     if len(bare) == 1 and bare.upper() in valid and (bare.isupper() or len(text) <= 3):

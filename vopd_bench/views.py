@@ -22,8 +22,8 @@ class NoBoxError(Exception):
 class CropParams:
     """How the decisive region becomes the `crop` view (all recorded in config.json).
 
-    margin: context added on each side, as a fraction of the union box's width/height.
-    min_side: the region is widened (centred) to at least this many pixels per side.
+    margin: context added on each side, as a fraction of the union box's width/height (then clipped).
+    min_side: the region is then widened (centred, kept inside the image) to at least this many pixels.
     upscale: resize factor applied to the region (the paper zooms ~2x).
     resize_to: if set, the region's longer side is resized to this many pixels instead of `upscale`.
     """
@@ -53,26 +53,29 @@ def union_box(boxes: list[Box]) -> Box:
     return [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
 
 
-def _fit_span(lo: float, hi: float, want: float, limit: int) -> tuple[float, float]:
-    """Widen [lo, hi] symmetrically to `want`, then shift it inside [0, limit] (clip if too big)."""
-    if hi - lo < want:
-        c = (lo + hi) / 2
-        lo, hi = c - want / 2, c + want / 2
+def _min_span(lo: float, hi: float, want: float, limit: int) -> tuple[float, float]:
+    """Widen [lo, hi] (already inside [0, limit]) symmetrically to `want`, shifted to stay inside."""
+    if hi - lo >= want:
+        return lo, hi
+    c = (lo + hi) / 2
+    lo, hi = c - want / 2, c + want / 2
     if lo < 0:
-        hi, lo = hi - lo, 0.0
+        lo, hi = 0.0, want
     if hi > limit:
-        lo, hi = lo - (hi - limit), float(limit)
+        lo, hi = limit - want, float(limit)
     return max(lo, 0.0), min(hi, float(limit))
 
 
 def region_box(boxes: list[Box], width: int, height: int, p: CropParams) -> list[int]:
-    """The integer pixel region [x1, y1, x2, y2] the crop view takes from the original image."""
+    """The integer pixel region [x1, y1, x2, y2] the crop view takes from the original image:
+    union box, widened by `margin` on each side and clipped to the image, then widened (centred,
+    shifted inside) to at least `min_side` per side."""
     x1, y1, x2, y2 = union_box(boxes)
     w, h = x2 - x1, y2 - y1
-    x1, x2 = x1 - p.margin * w, x2 + p.margin * w
-    y1, y2 = y1 - p.margin * h, y2 + p.margin * h
-    x1, x2 = _fit_span(x1, x2, min(p.min_side, width), width)
-    y1, y2 = _fit_span(y1, y2, min(p.min_side, height), height)
+    x1, x2 = max(0.0, x1 - p.margin * w), min(float(width), x2 + p.margin * w)
+    y1, y2 = max(0.0, y1 - p.margin * h), min(float(height), y2 + p.margin * h)
+    x1, x2 = _min_span(x1, x2, min(p.min_side, width), width)
+    y1, y2 = _min_span(y1, y2, min(p.min_side, height), height)
     r = [int(round(x1)), int(round(y1)), int(round(x2)), int(round(y2))]
     r[2], r[3] = max(r[2], r[0] + 1), max(r[3], r[1] + 1)
     return r

@@ -1,0 +1,83 @@
+"""Statistics against hand-computed values."""
+
+import math
+
+import pytest
+
+from vopd_bench.results import gap_stats, task_results, view_stats
+from vopd_bench.stats import mcnemar_exact, paired_bootstrap, wilson
+
+
+def test_wilson_hand_computed():
+    # k=8, n=10: centre (0.8 + 1.92/10)/(1+3.8415/10) = 0.7165, half-width 0.2207
+    lo, hi = wilson(8, 10)
+    assert lo == pytest.approx(0.4902, abs=1e-4)
+    assert hi == pytest.approx(0.9433, abs=1e-4)
+    assert wilson(0, 5)[0] == 0.0
+    assert math.isnan(wilson(0, 0)[0])
+
+
+def test_mcnemar_exact_hand_computed():
+    # b=1, c=9: p = 2 * (C(10,0)+C(10,1)) / 2^10 = 22/1024
+    assert mcnemar_exact(1, 9) == pytest.approx(22 / 1024)
+    assert mcnemar_exact(9, 1) == pytest.approx(22 / 1024)
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(5, 5) == 1.0
+    # b=0, c=6: 2/64
+    assert mcnemar_exact(0, 6) == pytest.approx(2 / 64)
+
+
+def test_paired_bootstrap_brackets_the_difference():
+    a = [0, 0, 1, 0, 1, 0, 0, 1, 0, 0] * 10
+    b = [1, 0, 1, 1, 1, 0, 1, 1, 1, 0] * 10
+    lo, hi = paired_bootstrap(a, b, seed=1)
+    assert lo < 0.4 < hi  # mean difference 0.4
+    assert 0.25 < lo and hi < 0.55
+    # identical vectors: degenerate CI at 0
+    assert paired_bootstrap(a, a) == (0.0, 0.0)
+
+
+def test_clustered_bootstrap_is_wider_than_items():
+    # 20 questions x 4 cycles, answers perfectly correlated inside a question
+    a, b, g = [], [], []
+    for q in range(20):
+        x, y = q % 2, (q % 3 != 0)
+        for _ in range(4):
+            a.append(x)
+            b.append(float(y))
+            g.append(f"q{q}")
+    lo_i, hi_i = paired_bootstrap(a, b, seed=0)
+    lo_c, hi_c = paired_bootstrap(a, b, groups=g, seed=0)
+    assert (hi_c - lo_c) > 1.5 * (hi_i - lo_i)
+
+
+def _recs(view, correct, parsed=None):
+    return [
+        {"id": f"i{i}", "view": view, "correct": bool(c), "parsed": (parsed[i] if parsed else "A"), "error": None,
+         "category": "x" if i % 2 else "y"}
+        for i, c in enumerate(correct)
+    ]
+
+
+def test_gap_and_view_stats_hand_example():
+    full = _recs("full", [1, 0, 0, 0, 1, 0, 0, 0, 0, 1])
+    crop = _recs("crop", [1, 1, 1, 0, 1, 1, 1, 1, 0, 0])
+    g = gap_stats(full, crop)
+    assert g["value"] == pytest.approx(40.0)  # 70% - 30%
+    assert g["n_pairs"] == 10
+    assert g["crop_only_correct"] == 5 and g["full_only_correct"] == 1
+    assert g["p_value"] == pytest.approx(mcnemar_exact(1, 5))
+    assert g["ci_low"] < 40 < g["ci_high"]
+    v = view_stats(_recs("full", [1, 0, 1], parsed=["A", None, "B"]))
+    assert v["n"] == 3 and v["accuracy"] == pytest.approx(2 / 3) and v["parse_failures"] == 1
+    res = task_results({"full": full, "crop": crop})
+    assert set(res["categories"]) == {"x", "y"}
+    # category y = even ids: full 1,0,1,0,0 -> 0.4 ; crop 1,1,1,1,0 -> 0.8
+    assert res["categories"]["y"]["gap"]["value"] == pytest.approx(40.0)
+
+
+def test_errors_excluded_from_accuracy_and_counted():
+    recs = _recs("full", [1, 1, 0])
+    recs[2]["error"] = "cannot decode image"
+    v = view_stats(recs)
+    assert v["n"] == 2 and v["accuracy"] == 1.0 and v["errors"] == 1

@@ -1,0 +1,81 @@
+"""Crop geometry (hand-computed) and every view."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vopd_bench.items import Item, clean_boxes
+from vopd_bench.views import CropParams, NoBoxError, region_box, render_view
+
+
+def test_region_box_hand_computed():
+    p = CropParams(margin=0.5, min_side=10, upscale=2.0)
+    # box 100..140 x 50..70 (40x20): +20 / +10 each side
+    assert region_box([[100, 50, 140, 70]], 400, 300, p) == [80, 40, 160, 80]
+    # union of two boxes: 10..30 x 10..20 and 50..60 x 40..50 -> 10..60 x 10..50 (50x40) + 25/20
+    assert region_box([[10, 10, 30, 20], [50, 40, 60, 50]], 400, 300, p) == [0, 0, 85, 70]
+
+
+def test_region_box_min_side_and_edges():
+    p = CropParams(margin=0.0, min_side=64, upscale=1.0)
+    # 10x10 box at the centre widened to 64x64 around its centre (105, 105)
+    assert region_box([[100, 100, 110, 110]], 400, 300, p) == [73, 73, 137, 137]
+    # near the top-left corner: shifted inside, size kept
+    assert region_box([[0, 0, 10, 10]], 400, 300, p) == [0, 0, 64, 64]
+    # near the bottom-right corner
+    assert region_box([[390, 290, 400, 300]], 400, 300, p) == [336, 236, 400, 300]
+    # min_side larger than the image: the whole image
+    assert region_box([[5, 5, 10, 10]], 50, 40, p) == [0, 0, 50, 40]
+
+
+def test_crop_params_validation():
+    with pytest.raises(ValueError, match="margin"):
+        CropParams(margin=-1)
+    with pytest.raises(ValueError, match="upscale"):
+        CropParams(upscale=0)
+
+
+def test_clean_boxes_clips_and_drops():
+    out = clean_boxes([[-10, 5, 50, 60], [10, 10, 10, 30], [500, 500, 600, 600], [30, 40, 20, 10]], 100, 80, "t")
+    assert out == [[0.0, 5.0, 50.0, 60.0], [20.0, 10.0, 30.0, 40.0]]
+
+
+def _item(boxes):
+    im = Image.new("RGB", (200, 100), (255, 255, 255))
+    arr = np.asarray(im).copy()
+    arr[40:60, 120:140] = (255, 0, 0)  # the red target
+    return Item(id="x1", task="t", image=Image.fromarray(arr), question="q", answer="A", boxes=boxes)
+
+
+def test_views_pixels():
+    it = _item([[120, 40, 140, 60]])
+    p = CropParams(margin=0.5, min_side=8, upscale=2.0)
+    full, reg = render_view(it, "full", p)
+    assert full.size == (200, 100) and reg is None
+    crop, reg = render_view(it, "crop", p)
+    assert reg == [110, 30, 150, 70]
+    assert crop.size == (80, 80)  # 40x40 region, upscaled 2x
+    c = np.asarray(crop)
+    assert tuple(c[40, 40]) == (255, 0, 0)  # the target is at the centre of the crop
+    masked, _ = render_view(it, "masked", p)
+    m = np.asarray(masked)
+    assert not ((m[..., 0] == 255) & (m[..., 1] == 0)).any()  # target painted over
+    rnd, rreg = render_view(it, "random_crop", p)
+    assert rnd.size == crop.size
+    assert rreg[2] <= 110 or rreg[0] >= 150 or rreg[3] <= 30 or rreg[1] >= 70  # disjoint from the region
+    assert render_view(it, "random_crop", p) == (rnd, rreg) or np.array_equal(np.asarray(render_view(it, "random_crop", p)[0]), np.asarray(rnd))
+    p2 = CropParams(margin=0.5, min_side=8, resize_to=224)
+    assert render_view(it, "crop", p2)[0].size == (224, 224)
+
+
+def test_region_views_need_boxes():
+    it = _item([])
+    with pytest.raises(NoBoxError):
+        render_view(it, "crop", CropParams())
+    it.crop_image = Image.new("RGB", (32, 32), (0, 0, 255))
+    img, reg = render_view(it, "crop", CropParams())  # a shipped crop image serves the crop view
+    assert img.size == (32, 32) and reg is None
+    with pytest.raises(NoBoxError):
+        render_view(it, "masked", CropParams())
+    with pytest.raises(ValueError, match="unknown view"):
+        render_view(it, "zoom", CropParams())
