@@ -25,7 +25,7 @@ from vopd_bench.results import build_results, task_results
 from vopd_bench.rundir import RunDir, append_jsonl, atomic_write_json
 from vopd_bench.scoring import score
 from vopd_bench.tasks import TaskSpec, get_task
-from vopd_bench.views import VIEWS, CropParams, NoBoxError, render_view
+from vopd_bench.views import VIEWS, NoBoxError, render_view
 
 log = logging.getLogger(__name__)
 
@@ -191,83 +191,73 @@ class Evaluator:
         }
         return config, identity
 
-    def _requests(self, spec: TaskSpec, view: str, items: list[Item]):
-        """Yield (item, request | None, base record) for pending items; None = no request (error/skip)."""
-        for it in items:
-            base = {
-                "id": it.id,
-                "task": spec.name,
-                "view": view,
-                "answer": it.answer,
-                "category": it.category,
-                "group": it.group,
-                "prompt_hash": spec.prompt.hash(),
-            }
-            try:
-                if it.boxes and view != "full":
-                    im0 = it.load_image()
-                    it.boxes = clean_boxes(it.boxes, im0.width, im0.height, f"{spec.name} item {it.id}")
-                    it.image = im0
-                img, region = render_view(it, view, spec.crop, seed=self.cfg.seed)
-            except NoBoxError:
-                yield it, None, None
-                continue
-            except ImageError as e:
-                yield it, None, {**base, "response": None, "parsed": None, "correct": False, "error": str(e),
-                                 "retryable": False, "latency": 0.0, "crop_box": None}
-                continue
-            base["crop_box"] = region
-            yield it, Request(key=it.id, images=[img], prompt=spec.prompt.render(it), system=spec.prompt.system), base
+    def _request(self, spec: TaskSpec, view: str, it: Item) -> tuple[Request | None, dict[str, Any] | None]:
+        """(request, base record) for one item; (None, error record) if its image fails to decode;
+        (None, None) if it has no region for this view (skipped, counted in results)."""
+        base: dict[str, Any] = {
+            "id": it.id, "task": spec.name, "view": view, "answer": it.answer, "category": it.category,
+            "group": it.group, "prompt_hash": spec.prompt.hash(),
+        }
+        try:
+            full = None
+            if it.boxes and view != "full":
+                full = it.load_image()
+                it.boxes = clean_boxes(it.boxes, full.width, full.height, f"{spec.name} item {it.id}")
+            img, region = render_view(it, view, spec.crop, seed=self.cfg.seed, image=full)
+        except NoBoxError:
+            return None, None
+        except ImageError as e:
+            return None, {**base, "response": None, "parsed": None, "correct": False, "error": str(e),
+                          "retryable": False, "latency": 0.0, "n_tokens": None, "crop_box": None}
+        base["crop_box"] = region
+        return Request(key=it.id, images=[img], prompt=spec.prompt.render(it), system=spec.prompt.system), base
 
-    def run_task(self, name: str) -> dict[str, Any]:
-        spec, items, cfg = self.specs[name], self.items[name], self.cfg
+    def _score_batch(self, spec: TaskSpec, gen: GenerationKwargs, batch: list[tuple[Item, Request, dict]]) -> list[dict]:
+        resps = self.backend.generate([req for _, req, _ in batch], gen)
+        recs = []
+        for (it, _, base), resp in zip(batch, resps):
+            parsed, correct = (None, False) if resp.error else score(spec.scorer, resp.text, it.answer, it.options)
+            recs.append({**base, "response": resp.text, "parsed": parsed, "correct": correct, "error": resp.error,
+                         "retryable": resp.retryable, "latency": round(resp.latency, 5), "n_tokens": resp.n_tokens})
+        return recs
+
+    def run_view(self, name: str, view: str) -> None:
+        """Answer every pending item of this rank's shard for one view, appending records per batch."""
+        spec, cfg = self.specs[name], self.cfg
         gen = self.gen_kwargs(spec)
-        out: dict[str, list[dict[str, Any]]] = {}
-        skipped: dict[str, int] = {}
-        order = [it.id for it in items]
-        for view in self.views[name]:
-            done = self.run.load_records(name, view, repair=True)
-            mine = items[self.rank :: self.world]
-            pending = [it for it in mine if it.id not in done or (done[it.id].get("error") and done[it.id].get("retryable"))]
-            path = self.run.samples_path(name, view, rank=self.rank if self.world > 1 else None)
-            bar = tqdm(total=len(pending), desc=f"{name}/{view}", disable=not cfg.progress or self.rank != 0, leave=False)
-            n_skip = 0
-            batch: list[tuple[Request, dict[str, Any]]] = []
-            bs = self.cfg.backend.batch_size
-
-            def flush(batch: list[tuple[Request, dict[str, Any]]]) -> None:
-                if not batch:
-                    return
-                resps = self.backend.generate([r for r, _ in batch], gen)
-                recs = []
-                for (req, base), resp, it in zip(batch, resps, (by_id[r.key] for r, _ in batch)):
-                    if resp.error:
-                        parsed, correct = None, False
-                    else:
-                        parsed, correct = score(spec.scorer, resp.text, it.answer, it.options)
-                    recs.append({**base, "response": resp.text, "parsed": parsed, "correct": correct,
-                                 "error": resp.error, "retryable": resp.retryable,
-                                 "latency": round(resp.latency, 5), "n_tokens": resp.n_tokens})
-                append_jsonl(path, recs)
-                bar.update(len(batch))
-
-            by_id = {it.id: it for it in pending}
-            for it, req, base in self._requests(spec, view, pending):
+        done = self.run.load_records(name, view, repair=True)
+        pending = [
+            it for it in self.items[name][self.rank :: self.world]
+            if it.id not in done or (done[it.id].get("error") and done[it.id].get("retryable"))
+        ]
+        path = self.run.samples_path(name, view, rank=self.rank if self.world > 1 else None)
+        n_skip = 0
+        batch: list[tuple[Item, Request, dict]] = []
+        with tqdm(total=len(pending), desc=f"{name}/{view}", disable=not cfg.progress or self.rank != 0, leave=False) as bar:
+            for i, it in enumerate(pending):
+                req, base = self._request(spec, view, it)
                 if req is None:
-                    if base is None:
-                        n_skip += 1
-                    else:
+                    n_skip += base is None
+                    if base is not None:
                         append_jsonl(path, [base])
                     bar.update(1)
-                    continue
-                batch.append((req, base))
-                if len(batch) >= bs:
-                    flush(batch)
+                elif base is not None:
+                    batch.append((it, req, base))
+                if batch and (len(batch) >= cfg.backend.batch_size or i == len(pending) - 1):
+                    append_jsonl(path, self._score_batch(spec, gen, batch))
+                    bar.update(len(batch))
                     batch = []
-            flush(batch)
-            bar.close()
-            if n_skip:
-                log.warning("%s/%s: %d item(s) without boxes skipped for this view", name, view, n_skip)
+        if n_skip:
+            log.warning("%s/%s: %d item(s) without a region skipped for this view", name, view, n_skip)
+
+    def run_task(self, name: str) -> dict[str, Any]:
+        """All views of one task (sharded across ranks), then its results block."""
+        items = self.items[name]
+        order = [it.id for it in items]
+        out: dict[str, list[dict[str, Any]]] = {}
+        skipped: dict[str, int] = {}
+        for view in self.views[name]:
+            self.run_view(name, view)
             if self.world > 1:
                 _barrier()
                 if self.rank == 0:
@@ -276,28 +266,27 @@ class Evaluator:
             recs = self.run.load_records(name, view)
             out[view] = [recs[i] for i in order if i in recs]
             skipped[view] = sum(1 for it in items if _lacks_region(it, view))
-        return task_results(out, skipped, seed=cfg.seed)
+        return task_results(out, skipped, seed=self.cfg.seed)
 
     def run_all(self) -> dict[str, Any]:
+        """Run every task; rank 0 writes results.json (keeping other tasks already in the run dir)."""
         config, identity = self.config_record()
         if self.rank == 0:
             self.run.check_or_write_config(config, identity, self.cfg.overwrite)
         if self.world > 1:
             _barrier()
         per_task = {name: self.run_task(name) for name in self.specs}
-        results = build_results(per_task, {"model": identity["model"], "backend": identity["backend"],
-                                           "views": self.views, "limit": self.cfg.limit})
+        views = dict(self.views)
+        if self.rank == 0 and self.run.results_path.is_file():
+            try:
+                old = json.loads(self.run.results_path.read_text())
+            except json.JSONDecodeError:
+                old = {}
+            per_task = {**old.get("tasks", {}), **per_task}
+            views = {**old.get("views", {}), **views}
+        meta = {"model": identity["model"], "backend": identity["backend"], "views": views, "limit": self.cfg.limit}
+        results = build_results(per_task, meta)
         if self.rank == 0:
-            old = {}
-            if self.run.results_path.is_file():
-                try:
-                    old = json.loads(self.run.results_path.read_text()).get("tasks", {})
-                except json.JSONDecodeError:
-                    old = {}
-            merged = {**old, **per_task}
-            results = build_results(merged, {"model": identity["model"], "backend": identity["backend"],
-                                             "views": {**{k: list(v["views"]) for k, v in old.items()}, **self.views},
-                                             "limit": self.cfg.limit})
             atomic_write_json(self.run.results_path, results)
         return results
 

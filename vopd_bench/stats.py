@@ -19,7 +19,9 @@ def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     den = 1 + z * z / n
     c = (p + z * z / (2 * n)) / den
     h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return (max(0.0, c - h), min(1.0, c + h))
+    lo = 0.0 if k == 0 else max(0.0, min(p, c - h))
+    hi = 1.0 if k == n else min(1.0, max(p, c + h))
+    return (lo, hi)
 
 
 def mcnemar_exact(b: int, c: int) -> float:

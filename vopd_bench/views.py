@@ -88,8 +88,11 @@ def _zoom(im: Image.Image, p: CropParams) -> Image.Image:
     return im if size == im.size else im.resize(size, Image.BICUBIC)
 
 
-def render_view(item: Item, view: str, p: CropParams, seed: int = 0) -> tuple[Image.Image, list[int] | None]:
+def render_view(
+    item: Item, view: str, p: CropParams, seed: int = 0, image: Image.Image | None = None
+) -> tuple[Image.Image, list[int] | None]:
     """Return (image, region) for `view`; region is the [x1,y1,x2,y2] original-pixel box used, or None.
+    `image` is the item's already-decoded full image, if the caller has it.
 
     Raises NoBoxError for a region view of an item without boxes (unless it ships a crop image),
     and items.ImageError when the image cannot be decoded.
@@ -102,7 +105,7 @@ def render_view(item: Item, view: str, p: CropParams, seed: int = 0) -> tuple[Im
             return shipped, None
     if view != "full" and not item.boxes:
         raise NoBoxError(f"item {item.id} has no boxes")
-    im = item.load_image()
+    im = image if image is not None else item.load_image()
     if view == "full":
         return im, None
     W, H = im.size
