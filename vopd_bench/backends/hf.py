@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -52,8 +53,8 @@ class HFBackend:
 
         self.cfg = cfg
         self.path = resolve_model(cfg.model)
-        if cfg.device == "auto":
-            self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if cfg.device == "auto":  # one GPU per rank under torchrun/accelerate
+            self.device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
         else:
             self.device = cfg.device
         if cfg.dtype == "auto":
