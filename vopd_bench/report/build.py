@@ -1,0 +1,166 @@
+"""`build_report`: read every input first, render into a temp folder, then move the files into place
+(each by an atomic rename), so bad input or a crash never leaves a half-written report."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vopd_bench.errors import UserError
+from vopd_bench.report import markdown
+from vopd_bench.report.curve import plot_curve
+from vopd_bench.report.figures import paper_style, plot_before_after, plot_categories, plot_gap_models, save
+from vopd_bench.report.load import ModelResult, TrainingRun, dedupe_labels, load_run
+from vopd_bench.report.tables import (
+    gap_tasks,
+    slug,
+    table_categories,
+    table_crop_gap,
+    table_full,
+    task_order,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Inputs:
+    """Everything the report shows, read and validated."""
+
+    models: list[ModelResult] = field(default_factory=list)  # rows of the tables / bar groups
+    trainings: list[TrainingRun] = field(default_factory=list)
+    pairs: list[tuple[ModelResult, ModelResult]] = field(default_factory=list)  # before, after
+    described: list[str] = field(default_factory=list)
+
+
+def load_inputs(run_dirs: list[Path], labels: dict[Path, str] | None = None,
+                pairs: list[tuple[Path, Path]] | None = None) -> Inputs:
+    """Read run dirs (eval or training) and --before/--after pairs; each dir is read once."""
+    labels = {p.resolve(): v for p, v in (labels or {}).items()}
+    pairs = pairs or []
+    order: list[Path] = []
+    for p in [*run_dirs, *(x for pr in pairs for x in pr)]:
+        if p.resolve() not in [q.resolve() for q in order]:
+            order.append(p)
+    inp = Inputs()
+    loaded: dict[Path, ModelResult | TrainingRun] = {}
+    for p in order:
+        run = load_run(p, labels.get(p.resolve()))
+        loaded[p.resolve()] = run
+        if isinstance(run, TrainingRun):
+            inp.trainings.append(run)
+            inp.models += [run.before] + ([run.after] if run.after else [])
+            if run.after:
+                inp.pairs.append((run.before, run.after))
+        else:
+            inp.models.append(run)
+    for b, a in pairs:
+        rb, ra = loaded[b.resolve()], loaded[a.resolve()]
+        if isinstance(rb, TrainingRun) or isinstance(ra, TrainingRun):
+            raise UserError(f"--before/--after take eval run dirs; {b if isinstance(rb, TrainingRun) else a} is a "
+                            "training dir (its before/after is drawn from curve.jsonl anyway)")
+        inp.pairs.append((rb, ra))
+    if not inp.models:
+        raise UserError("no run directory given")
+    dedupe_labels(inp.models)
+    for p in order:
+        run = loaded[p.resolve()]
+        kind = "training run " if isinstance(run, TrainingRun) else ""
+        inp.described.append(f"`{run.label}` — {kind}`{p}`")
+    return inp
+
+
+def build_report(run_dirs: list[Path], out: Path, labels: dict[Path, str] | None = None,
+                 pairs: list[tuple[Path, Path]] | None = None) -> Path:
+    """Write figures/, tables/ and report.md under `out`; returns the path of report.md."""
+    inp = load_inputs(run_dirs, labels, pairs)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".report-"))
+    try:
+        text = _render(inp, tmp)
+        (tmp / "report.md").write_text(text, encoding="utf-8")
+        for f in sorted(tmp.rglob("*"), key=lambda p: p.name == "report.md"):
+            if f.is_file():
+                dst = out / f.relative_to(tmp)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(f, dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("report written to %s", out / "report.md")
+    return out / "report.md"
+
+
+class _Names:
+    """Unique file stems."""
+
+    def __init__(self) -> None:
+        self.used: set[str] = set()
+
+    def __call__(self, stem: str) -> str:
+        s, k = stem, 2
+        while s in self.used:
+            s, k = f"{stem}_{k}", k + 1
+        self.used.add(s)
+        return s
+
+
+def _render(inp: Inputs, root: Path) -> str:
+    figs, tabs = root / "figures", root / "tables"
+    name = _Names()
+    sections: list[markdown.Section] = []
+    models = inp.models
+    with paper_style():
+        stem = name("gap_models")
+        fig, _ = plot_gap_models(models)
+        save(fig, figs / stem)
+        avg = " The Average panel is the unweighted mean over tasks (CI: normal approximation)." \
+            if len(gap_tasks(models)) > 1 else ""
+        sections.append(markdown.Section(
+            "Regional-to-global gap across models", f"figures/{stem}.png", f"figures/{stem}.pdf",
+            "Accuracy on the full image and on a zoomed crop of the decisive region, with 95% CIs; the number "
+            "above each pair is the paired gap (crop − full, points)." + avg))
+
+        t1, t2 = table_full(models), table_crop_gap(models)
+        for t in (t1, t2):
+            t.write(tabs)
+        sections.append(markdown.Section("Tables", tables=[(t1, f"tables/{t1.label}"), (t2, f"tables/{t2.label}")]))
+
+        for b, a in inp.pairs:
+            stem = name(f"before_after_{slug(b.label)}")
+            fig, _ = plot_before_after(b, a)
+            save(fig, figs / stem)
+            sections.append(markdown.Section(
+                f"Before / after: {b.label} → {a.label}", f"figures/{stem}.png", f"figures/{stem}.pdf",
+                "Gap (crop − full, points, 95% CI) before and after distillation; below each task, the relative "
+                "change of the gap.", lines=[markdown.pair_line(b, a)]))
+
+        for run in inp.trainings:
+            stem = name(f"curve_{slug(run.label)}")
+            fig, data = plot_curve(run.curve)
+            save(fig, figs / stem)
+            sections.append(markdown.Section(
+                f"Gap-reduction curve: {run.label}", f"figures/{stem}.png", f"figures/{stem}.pdf",
+                "Full, crop and holdout accuracy and the gap versus training step (bands: 95% CIs); relative "
+                "gap reduction = (gap₀ − gap_N) / gap₀.", lines=[markdown.curve_line(run, data)]))
+
+        for task in task_order(models):
+            if not any(task in m.tasks and m.tasks[task].categories for m in models):
+                continue
+            stem = name(f"categories_{slug(task)}")
+            fig, _ = plot_categories(models, task)
+            save(fig, figs / stem)
+            tc = table_categories(models, task)
+            tc.label = stem
+            tc.write(tabs)
+            sections.append(markdown.Section(
+                f"Per-category breakdown: {task}", f"figures/{stem}.png", f"figures/{stem}.pdf",
+                "Accuracy per category on the full image and the crop (95% CIs); above each pair, the gap in points.",
+                tables=[(tc, f"tables/{stem}")]))
+    return markdown.render(inp.described, markdown.protocol_line(models), sections)

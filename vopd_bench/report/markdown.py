@@ -1,0 +1,126 @@
+"""report.md: the protocol line, the figures and the tables, stitched together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from vopd_bench.report.figures import relative_reduction
+from vopd_bench.report.load import ModelResult, TrainingRun
+from vopd_bench.report.tables import Table, gap_points, task_order
+
+
+@dataclass
+class Section:
+    """A figure (relative PNG/PDF paths) with its caption, optionally followed by tables."""
+
+    title: str
+    png: str | None = None
+    pdf: str | None = None
+    caption: str = ""
+    lines: list[str] = field(default_factory=list)
+    tables: list[tuple[Table, str]] = field(default_factory=list)  # (table, relative stem)
+
+
+def _int(n: Any) -> str:
+    return f"{int(n):,}" if isinstance(n, (int, float)) else str(n)
+
+
+def _budget_text(b: dict[str, Any] | None) -> str:
+    if not b:
+        return "default"
+    lo, hi = b.get("min_pixels"), b.get("max_pixels")
+    if lo is None and hi is None:
+        return "model default"
+    return f"{_int(lo) if lo is not None else '?'}–{_int(hi) if hi is not None else '?'} px"
+
+
+def _crop_text(c: dict[str, Any] | None) -> str:
+    if not c:
+        return "not recorded"
+    parts = [f"margin {c.get('margin')}", f"min side {c.get('min_side')} px", f"upscale {c.get('upscale')}×"]
+    if c.get("resize_to"):
+        parts.append(f"resized to {c['resize_to']}")
+    return ", ".join(parts)
+
+
+def _distinct(pairs: list[tuple[str, str]]) -> str:
+    """'X' when every model agrees, else 'A: X; B: Y'."""
+    vals = list(dict.fromkeys(v for _, v in pairs))
+    if len(vals) == 1:
+        return vals[0]
+    return "; ".join(f"{k}: {v}" for k, v in pairs)
+
+
+def protocol_line(models: list[ModelResult]) -> str:
+    """One line: image budget, crop parameters, n per task, parse-failure rate."""
+    configured = [m for m in models if m.config]
+    budget = _distinct([(m.label, _budget_text(m.image_budget)) for m in configured]) if configured else "not recorded"
+    tasks = task_order(models)
+    crops = []
+    for t in tasks:
+        pairs = [(m.label, _crop_text(m.crop_params(t))) for m in configured if t in m.tasks and "crop" in m.tasks[t].views]
+        if pairs:
+            crops.append((t, _distinct(pairs)))
+    if crops and len({c for _, c in crops}) == 1:
+        crop = crops[0][1]
+    else:
+        crop = "; ".join(f"{t}: {c}" for t, c in crops) or "no crop view"
+    ns = []
+    for t in tasks:
+        vals = sorted({m.tasks[t].n for m in models if t in m.tasks})
+        ns.append(f"{t} {vals[0]}" if len(vals) == 1 else f"{t} {vals[0]}–{vals[-1]}")
+    pf: dict[str, list[int]] = {}
+    for m in models:
+        for t in m.tasks.values():
+            for v, s in t.views.items():
+                if s.parse_failures is not None:
+                    acc = pf.setdefault(v, [0, 0])
+                    acc[0] += s.parse_failures
+                    acc[1] += s.n
+    pf_text = ", ".join(f"{v} {100 * a / n:.1f}%" for v, (a, n) in pf.items() if n) or "not recorded"
+    return (f"**Protocol.** Image budget {budget}; crop of the decisive region: {crop}; "
+            f"n per task: {', '.join(ns)}; parse-failure rate: {pf_text}.")
+
+
+def pair_line(before: ModelResult, after: ModelResult) -> str:
+    """'gap per task before → after (relative reduction)' in one line."""
+    parts = []
+    for t in task_order([before, after]):
+        g0, g1 = gap_points(before.tasks.get(t)), gap_points(after.tasks.get(t))
+        if g0 is None or g1 is None:
+            continue
+        r = relative_reduction(g0, g1)
+        parts.append(f"{t} {g0:+.1f} → {g1:+.1f} pts" + ("" if r is None else f" (reduction {r:.0%})"))
+    return f"{before.label} → {after.label}: gap " + ("; ".join(parts) if parts else "n/a") + "."
+
+
+def curve_line(run: TrainingRun, data: dict[str, Any]) -> str:
+    steps = [p.step for p in run.curve]
+    bits = [f"{len(steps)} scored checkpoint(s), steps {steps[0]}–{steps[-1]}"]
+    for t, d in data.get("tasks", {}).items():
+        r = d["reduction"]
+        g0 = "n/a" if d["gap0"] is None else f"{d['gap0']:+.1f}"
+        gn = "n/a" if d["gapN"] is None else f"{d['gapN']:+.1f}"
+        bits.append(f"{t} gap {g0} → {gn} pts (relative reduction {'n/a' if r is None else format(r, '.0%')})")
+    for h, tr in data.get("holdout", {}).items():
+        acc = [a for a in tr["acc"] if a == a]
+        if acc:
+            bits.append(f"{h} accuracy {acc[0]:.1f} → {acc[-1]:.1f}%")
+    return f"`{run.path}`: " + "; ".join(bits) + "."
+
+
+def render(inputs: list[str], protocol: str, sections: list[Section]) -> str:
+    out = ["# vopd-bench report", "", "Runs: " + "; ".join(inputs) + ".", "", protocol, ""]
+    for s in sections:
+        out += [f"## {s.title}", ""]
+        if s.png:
+            out += [f"![{s.title}]({s.png})", ""]
+        if s.caption:
+            out += [s.caption + (f" ([PDF]({s.pdf}))" if s.pdf else ""), ""]
+        for line in s.lines:
+            out += [line, ""]
+        for table, stem in s.tables:
+            out += [table.to_markdown().rstrip("\n"), "",
+                    f"LaTeX: [{stem}.tex]({stem}.tex) · CSV: [{stem}.csv]({stem}.csv)", ""]
+    return "\n".join(out).rstrip("\n") + "\n"

@@ -1,0 +1,250 @@
+"""Tables as Markdown, LaTeX (booktabs) and CSV: Table 1 (full-view accuracy), Table 2 (crop
+accuracy and gap) and the per-category breakdown. Numbers are in percent / points."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vopd_bench.report.load import ModelResult, TaskResult
+
+DASH_MD = "–"
+DASH_TEX = "--"
+
+
+@dataclass
+class Column:
+    """One displayed column; `extra` holds CSV-only companions (e.g. CI bounds)."""
+
+    header: str
+    key: str
+    values: list[float | None]
+    fmt: str = "{:.1f}"
+    best: str | None = "max"  # "max", "absmin" (closest to zero) or None
+    group: str | None = None
+    extra: dict[str, list[float | int | None]] = field(default_factory=dict)
+
+    def text(self, i: int) -> str | None:
+        v = self.values[i]
+        return None if v is None else self.fmt.format(v)
+
+    def best_rows(self) -> set[int]:
+        """Rows holding the best displayed value (ties all win); empty when < 2 values."""
+        shown = {i: float(t) for i in range(len(self.values)) if (t := self.text(i)) is not None}
+        if len(shown) < 2 or self.best is None:
+            return set()
+        key = abs if self.best == "absmin" else (lambda x: -x)
+        top = min(key(v) for v in shown.values())
+        return {i for i, v in shown.items() if key(v) == top}
+
+
+@dataclass
+class Table:
+    caption: str
+    label: str  # LaTeX label and file stem
+    rows: list[str]
+    columns: list[Column]
+    row_header: str = "Model"
+
+    def to_markdown(self) -> str:
+        heads = [self.row_header] + [f"{c.group} {c.header}" if c.group else c.header for c in self.columns]
+        lines = [f"**{self.caption}**", "", "| " + " | ".join(_md_escape(h) for h in heads) + " |",
+                 "|:--" + "|--:" * len(self.columns) + "|"]
+        bold = [c.best_rows() for c in self.columns]
+        for i, row in enumerate(self.rows):
+            cells = [_md_escape(row)]
+            for c, b in zip(self.columns, bold, strict=True):
+                t = c.text(i)
+                cells.append(DASH_MD if t is None else (f"**{t}**" if i in b else t))
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
+
+    def to_latex(self) -> str:
+        spec = "l" + "r" * len(self.columns)
+        out = ["\\begin{table}[t]", "\\centering", f"\\caption{{{_tex_escape(self.caption)}}}",
+               f"\\label{{tab:{self.label}}}", f"\\begin{{tabular}}{{{spec}}}", "\\toprule"]
+        if any(c.group for c in self.columns):
+            spans: list[tuple[str, int, int]] = []  # (group, first col, last col), 1-based after the row header
+            for j, c in enumerate(self.columns, 2):
+                g = c.group or ""
+                if spans and spans[-1][0] == g and g:
+                    spans[-1] = (g, spans[-1][1], j)
+                else:
+                    spans.append((g, j, j))
+            cells = [""] + [f"\\multicolumn{{{b - a + 1}}}{{c}}{{{_tex_escape(g)}}}" if g else "" for g, a, b in spans]
+            out.append(" & ".join(cells) + " \\\\")
+            out.append("".join(f"\\cmidrule(lr){{{a}-{b}}}" for g, a, b in spans if g))
+        out.append(" & ".join([_tex_escape(self.row_header)] + [_tex_escape(c.header) for c in self.columns]) + " \\\\")
+        out.append("\\midrule")
+        bold = [c.best_rows() for c in self.columns]
+        for i, row in enumerate(self.rows):
+            cells = [_tex_escape(row)]
+            for c, b in zip(self.columns, bold, strict=True):
+                t = c.text(i)
+                t = DASH_TEX if t is None else t.replace("-", "$-$")
+                cells.append(f"\\textbf{{{t}}}" if i in b else t)
+            out.append(" & ".join(cells) + " \\\\")
+        out += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+        return "\n".join(out) + "\n"
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        heads = [self.row_header.lower()]
+        for c in self.columns:
+            heads += [c.key] + [f"{c.key}_{k}" for k in c.extra]
+        w.writerow(heads)
+        for i, row in enumerate(self.rows):
+            cells: list[str] = [row]
+            for c in self.columns:
+                cells += [_csv_num(c.values[i])] + [_csv_num(v[i], k) for k, v in c.extra.items()]
+            w.writerow(cells)
+        return buf.getvalue()
+
+    def write(self, out_dir: Path) -> list[Path]:
+        """Write `<label>.md`, `.tex` and `.csv` into out_dir."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for ext, text in (("md", self.to_markdown()), ("tex", self.to_latex()), ("csv", self.to_csv())):
+            p = out_dir / f"{self.label}.{ext}"
+            p.write_text(text, encoding="utf-8")
+            paths.append(p)
+        return paths
+
+
+def _csv_num(v: float | int | None, key: str = "") -> str:
+    """Percent / points to 2 decimals, counts as integers, p-values to 3 significant digits."""
+    if v is None:
+        return ""
+    if isinstance(v, int):
+        return str(v)
+    return f"{v:.3g}" if key == "p_value" else f"{v:.2f}"
+
+
+def _md_escape(s: str) -> str:
+    return s.replace("|", "\\|")
+
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+        "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _tex_escape(s: str) -> str:
+    return "".join(_TEX.get(ch, ch) for ch in s).replace("−", "$-$").replace("–", "--")
+
+
+# ---- numbers ---------------------------------------------------------------------------------
+
+def pct(x: float | None) -> float | None:
+    return None if x is None else 100.0 * x
+
+
+def gap_points(t: TaskResult | None) -> float | None:
+    """The task's gap in points (the paired value; crop − full accuracy if the gap block is missing)."""
+    if t is None:
+        return None
+    if t.gap is not None and t.gap.value is not None:
+        return t.gap.value
+    f, c = t.acc("full"), t.acc("crop")
+    return None if f is None or c is None else 100.0 * (c - f)
+
+
+def task_order(models: list[ModelResult]) -> list[str]:
+    """Tasks in order of first appearance, holdout-like tasks (full view only) last."""
+    seen: dict[str, bool] = {}
+    for m in models:
+        for name, t in m.tasks.items():
+            seen[name] = seen.get(name, False) or ("crop" in t.views)
+    return [t for t in seen if seen[t]] + [t for t in seen if not seen[t]]
+
+
+def gap_tasks(models: list[ModelResult]) -> list[str]:
+    """Tasks with both a full and a crop view in some model."""
+    return [t for t in task_order(models) if any({"full", "crop"} <= set(m.tasks.get(t, TaskResult({})).views)
+                                                 for m in models)]
+
+
+def _mean_if_all(vals: list[float | None]) -> float | None:
+    return None if not vals or any(v is None for v in vals) else sum(vals) / len(vals)  # type: ignore[arg-type]
+
+
+def _view_col(models: list[ModelResult], task: str, view: str, header: str, group: str | None = None) -> Column:
+    stats = [m.tasks[task].views.get(view) if task in m.tasks else None for m in models]
+    return Column(
+        header=header, key=f"{task}_{view}" if group else task, group=group,
+        values=[pct(s.accuracy) if s else None for s in stats],
+        extra={"ci_low": [pct(s.ci_low) if s else None for s in stats],
+               "ci_high": [pct(s.ci_high) if s else None for s in stats],
+               "n": [s.n if s else None for s in stats]},
+    )
+
+
+def table_full(models: list[ModelResult]) -> Table:
+    """Table 1: rows = models, columns = tasks + average, full-view accuracy; best per column in bold."""
+    tasks = [t for t in task_order(models) if any("full" in m.tasks.get(t, TaskResult({})).views for m in models)]
+    cols = [_view_col(models, t, "full", t) for t in tasks]
+    avg = [_mean_if_all([c.values[i] for c in cols]) for i in range(len(models))]
+    cols.append(Column(header="Average", key="average", values=avg))
+    return Table(
+        caption="Accuracy (%) on the full image. Best per column in bold; the average is over the "
+                "columns, left blank when a model lacks a task.",
+        label="table1_full", rows=[m.label for m in models], columns=cols,
+    )
+
+
+def table_crop_gap(models: list[ModelResult]) -> Table:
+    """Table 2: crop accuracy (best = highest) and gap in points (best = closest to zero) per task."""
+    cols: list[Column] = []
+    crops: list[list[float | None]] = []
+    gaps: list[list[float | None]] = []
+    for t in gap_tasks(models):
+        c = _view_col(models, t, "crop", "Crop", group=t)
+        g = [gap_points(m.tasks.get(t)) for m in models]
+        gb = [m.tasks[t].gap if t in m.tasks else None for m in models]
+        cols += [c, Column(header="Gap", key=f"{t}_gap", group=t, values=g, fmt="{:+.1f}", best="absmin",
+                           extra={"ci_low": [b.ci_low if b else None for b in gb],
+                                  "ci_high": [b.ci_high if b else None for b in gb],
+                                  "p_value": [b.p_value if b else None for b in gb]})]
+        crops.append(c.values)
+        gaps.append(g)
+    n = len(models)
+    cols += [Column(header="Crop", key="average_crop", group="Average",
+                    values=[_mean_if_all([c[i] for c in crops]) for i in range(n)]),
+             Column(header="Gap", key="average_gap", group="Average", fmt="{:+.1f}", best="absmin",
+                    values=[_mean_if_all([g[i] for g in gaps]) for i in range(n)])]
+    return Table(
+        caption="Accuracy (%) on the crop of the decisive region, and the regional-to-global gap "
+                "(crop − full, points). Bold: highest crop accuracy; gap closest to zero.",
+        label="table2_crop_gap", rows=[m.label for m in models], columns=cols,
+    )
+
+
+def table_categories(models: list[ModelResult], task: str) -> Table:
+    """Per-category breakdown of one task: rows = categories, per model full / crop / gap."""
+    cats: list[str] = []
+    for m in models:
+        for c in (m.tasks[task].categories if task in m.tasks else {}):
+            if c not in cats:
+                cats.append(c)
+    cols: list[Column] = []
+    for m in models:
+        blocks = [m.tasks[task].categories.get(c) if task in m.tasks else None for c in cats]
+        for view in ("full", "crop"):
+            if any(b is not None and view in b.views for b in blocks):
+                cols.append(Column(header=view.capitalize(), key=f"{m.label}_{view}", group=m.label, best=None,
+                                   values=[pct(b.acc(view)) if b else None for b in blocks],
+                                   extra={"n": [b.views[view].n if b and view in b.views else None
+                                                for b in blocks]}))
+        if any(b is not None and b.gap is not None for b in blocks):
+            cols.append(Column(header="Gap", key=f"{m.label}_gap", group=m.label, fmt="{:+.1f}", best=None,
+                               values=[gap_points(TaskResult(b.views, b.gap)) if b else None for b in blocks]))
+    return Table(
+        caption=f"{task}: accuracy (%) per category on the full image and the crop, and the gap (points).",
+        label=f"categories_{slug(task)}", rows=cats, columns=cols, row_header="Category",
+    )
+
+
+def slug(s: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in s)
