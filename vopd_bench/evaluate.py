@@ -11,7 +11,7 @@ import logging
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +20,12 @@ from tqdm.auto import tqdm
 from vopd_bench import __version__
 from vopd_bench.backends import Backend, BackendConfig, GenerationKwargs, Request, make_backend
 from vopd_bench.errors import UserError
-from vopd_bench.items import ImageError, Item, clean_boxes
+from vopd_bench.items import Item
+from vopd_bench.protocol import Rendered, gen_kwargs, has_region, load_spec, make_record, render, task_record
 from vopd_bench.results import build_results, task_results
 from vopd_bench.rundir import RunDir, append_jsonl, atomic_write_json
-from vopd_bench.scoring import score
-from vopd_bench.tasks import TaskSpec, get_task
-from vopd_bench.views import VIEWS, NoBoxError, render_view
+from vopd_bench.tasks import TaskSpec
+from vopd_bench.views import VIEWS, NoBoxError
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +98,7 @@ class Evaluator:
         self.rank, self.world = dist_info()
         self.specs: dict[str, TaskSpec] = {}
         for name in cfg.tasks:
-            spec = get_task(name)
-            if cfg.crop:
-                try:
-                    spec.crop = replace(spec.crop, **cfg.crop)
-                except (TypeError, ValueError) as e:
-                    raise UserError(f"crop parameters: {e}") from None
+            spec = load_spec(name, cfg.crop)
             self.specs[spec.name] = spec
             if name in cfg.data and name != spec.name:  # --data keyed by a spec file path
                 cfg.data[spec.name] = cfg.data.pop(name)
@@ -127,10 +122,10 @@ class Evaluator:
         return items
 
     def _views_for(self, spec: TaskSpec, items: list[Item]) -> list[str]:
-        has_region = any(it.boxes or it.crop_image is not None for it in items)
+        regional = any(has_region(it, "crop") for it in items)
         if self.cfg.views is None:
-            return ["full", "crop"] if has_region else ["full"]
-        if not has_region and any(v != "full" for v in self.cfg.views):
+            return ["full", "crop"] if regional else ["full"]
+        if not regional and any(v != "full" for v in self.cfg.views):
             raise UserError(
                 f"task {spec.name} has no boxes, so it has only the full view; supply --boxes FILE "
                 "(JSONL of item id → boxes) to make it a gap task"
@@ -138,29 +133,10 @@ class Evaluator:
         return list(self.cfg.views)
 
     def gen_kwargs(self, spec: TaskSpec) -> GenerationKwargs:
-        g = dict(spec.generation)
-        if self.cfg.max_new_tokens:
-            g["max_new_tokens"] = self.cfg.max_new_tokens
-        g.setdefault("seed", self.cfg.seed)
-        try:
-            return GenerationKwargs(**g)
-        except (TypeError, ValueError) as e:
-            raise UserError(f"task {spec.name}: generation settings: {e}") from None
+        return gen_kwargs(spec, self.cfg.seed, self.cfg.max_new_tokens)
 
     def task_record(self, spec: TaskSpec) -> dict[str, Any]:
-        return {
-            "loader": spec.loader,
-            "source": spec.hub_id or spec.source,
-            "spec_file": str(spec.path) if spec.path else None,
-            "data": self.cfg.data.get(spec.name),
-            "options": spec.options,
-            "prompt": asdict(spec.prompt),
-            "prompt_hash": spec.prompt.hash(),
-            "scorer": spec.scorer,
-            "crop": spec.crop.to_dict(),
-            "generation": self.gen_kwargs(spec).to_dict(),
-            "boxes_file": self.cfg.boxes,
-        }
+        return task_record(spec, self.cfg.data.get(spec.name), self.gen_kwargs(spec), self.cfg.boxes)
 
     def config_record(self) -> tuple[dict[str, Any], dict[str, Any]]:
         b = self.backend.describe()
@@ -191,35 +167,13 @@ class Evaluator:
         }
         return config, identity
 
-    def _request(self, spec: TaskSpec, view: str, it: Item) -> tuple[Request | None, dict[str, Any] | None]:
-        """(request, base record) for one item; (None, error record) if its image fails to decode;
-        (None, None) if it has no region for this view (skipped, counted in results)."""
-        base: dict[str, Any] = {
-            "id": it.id, "task": spec.name, "view": view, "answer": it.answer, "category": it.category,
-            "group": it.group, "prompt_hash": spec.prompt.hash(),
-        }
-        try:
-            full = None
-            if it.boxes and view != "full":
-                full = it.load_image()
-                it.boxes = clean_boxes(it.boxes, full.width, full.height, f"{spec.name} item {it.id}")
-            img, region = render_view(it, view, spec.crop, seed=self.cfg.seed, image=full)
-        except NoBoxError:
-            return None, None
-        except ImageError as e:
-            return None, {**base, "response": None, "parsed": None, "correct": False, "error": str(e),
-                          "retryable": False, "latency": 0.0, "n_tokens": None, "crop_box": None}
-        base["crop_box"] = region
-        return Request(key=it.id, images=[img], prompt=spec.prompt.render(it), system=spec.prompt.system), base
-
-    def _score_batch(self, spec: TaskSpec, gen: GenerationKwargs, batch: list[tuple[Item, Request, dict]]) -> list[dict]:
-        resps = self.backend.generate([req for _, req, _ in batch], gen)
-        recs = []
-        for (it, _, base), resp in zip(batch, resps):
-            parsed, correct = (None, False) if resp.error else score(spec.scorer, resp.text, it.answer, it.options)
-            recs.append({**base, "response": resp.text, "parsed": parsed, "correct": correct, "error": resp.error,
-                         "retryable": resp.retryable, "latency": round(resp.latency, 5), "n_tokens": resp.n_tokens})
-        return recs
+    def _score_batch(self, spec: TaskSpec, view: str, gen: GenerationKwargs,
+                     batch: list[tuple[Item, Rendered, Request]]) -> list[dict[str, Any]]:
+        resps = self.backend.generate([req for _, _, req in batch], gen)
+        return [
+            make_record(spec, it, view, rend, resp.text, resp.error, resp.retryable, resp.latency, resp.n_tokens)
+            for (it, rend, _), resp in zip(batch, resps)
+        ]
 
     def run_view(self, name: str, view: str) -> None:
         """Answer every pending item of this rank's shard for one view, appending records per batch."""
@@ -232,19 +186,23 @@ class Evaluator:
         ]
         path = self.run.samples_path(name, view, rank=self.rank if self.world > 1 else None)
         n_skip = 0
-        batch: list[tuple[Item, Request, dict]] = []
+        batch: list[tuple[Item, Rendered, Request]] = []
         with tqdm(total=len(pending), desc=f"{name}/{view}", disable=not cfg.progress or self.rank != 0, leave=False) as bar:
             for i, it in enumerate(pending):
-                req, base = self._request(spec, view, it)
-                if req is None:
-                    n_skip += base is None
-                    if base is not None:
-                        append_jsonl(path, [base])
+                try:
+                    rend = render(spec, it, view, seed=cfg.seed)
+                except NoBoxError:
+                    n_skip += 1
                     bar.update(1)
-                elif base is not None:
-                    batch.append((it, req, base))
+                else:
+                    if rend.error:  # undecodable image: recorded, never sent
+                        append_jsonl(path, [make_record(spec, it, view, rend, None)])
+                        bar.update(1)
+                    else:
+                        prompt = spec.prompt.render(it)
+                        batch.append((it, rend, Request(it.id, [rend.image], prompt, spec.prompt.system)))
                 if batch and (len(batch) >= cfg.backend.batch_size or i == len(pending) - 1):
-                    append_jsonl(path, self._score_batch(spec, gen, batch))
+                    append_jsonl(path, self._score_batch(spec, view, gen, batch))
                     bar.update(len(batch))
                     batch = []
         if n_skip:
@@ -265,7 +223,7 @@ class Evaluator:
                 _barrier()
             recs = self.run.load_records(name, view)
             out[view] = [recs[i] for i in order if i in recs]
-            skipped[view] = sum(1 for it in items if _lacks_region(it, view))
+            skipped[view] = len(order) - len(out[view])  # items without a usable region for this view
         return task_results(out, skipped, seed=self.cfg.seed)
 
     def run_all(self) -> dict[str, Any]:
@@ -289,12 +247,6 @@ class Evaluator:
         if self.rank == 0:
             atomic_write_json(self.run.results_path, results)
         return results
-
-
-def _lacks_region(it: Item, view: str) -> bool:
-    if view == "full" or it.boxes:
-        return False
-    return not (view == "crop" and it.crop_image is not None)
 
 
 def run_eval(cfg: EvalConfig, backend: Backend | None = None) -> dict[str, Any]:

@@ -69,12 +69,10 @@ def _decode(src: Any, what: str) -> Image.Image:
                 im = Image.open(io.BytesIO(src["bytes"]))
             else:
                 im = Image.open(src["path"])
-        elif isinstance(src, (str, Path)):
-            s = str(src)
-            if len(s) > 512 and not Path(s[:255]).suffix:
-                im = Image.open(io.BytesIO(base64.b64decode(s)))
-            else:
-                im = Image.open(s)
+        elif isinstance(src, Path):
+            im = Image.open(src)
+        elif isinstance(src, str):
+            im = Image.open(src) if _looks_like_path(src) else Image.open(io.BytesIO(base64.b64decode(src, validate=True)))
         else:
             raise ImageError(f"{what}: unsupported image source {type(src).__name__}")
         im.load()
@@ -83,6 +81,11 @@ def _decode(src: Any, what: str) -> Image.Image:
         raise
     except Exception as e:  # PIL raises many types for corrupt data
         raise ImageError(f"{what}: cannot decode image ({type(e).__name__}: {e})") from None
+
+
+def _looks_like_path(s: str) -> bool:
+    """Base64 has no '.', so a string with one (a file suffix) or naming an existing file is a path."""
+    return "." in s[:4096] or (len(s) < 4096 and Path(s).exists())
 
 
 def clean_boxes(boxes: list[Box], width: int, height: int, what: str) -> list[Box]:

@@ -4,6 +4,8 @@ and the loader registry: a loader is one module `vopd_bench/loaders/<name>.py` w
 
 from __future__ import annotations
 
+import copy
+import functools
 import importlib
 import logging
 from dataclasses import dataclass, field
@@ -78,13 +80,18 @@ class TaskSpec:
         return items
 
 
-def all_specs() -> dict[str, TaskSpec]:
-    """Every task spec shipped with the package, by name."""
+@functools.lru_cache(maxsize=1)
+def _shipped_specs() -> dict[str, TaskSpec]:
     specs = {}
     for p in sorted(SPEC_DIR.glob("*.yaml")):
         s = TaskSpec.from_yaml(p)
         specs[s.name] = s
     return specs
+
+
+def all_specs() -> dict[str, TaskSpec]:
+    """Every task spec shipped with the package, by name (fresh copies: callers may modify them)."""
+    return copy.deepcopy(_shipped_specs())
 
 
 def get_task(name: str) -> TaskSpec:
@@ -94,7 +101,7 @@ def get_task(name: str) -> TaskSpec:
         if not p.is_file():
             raise UserError(f"task spec file not found: {name}")
         return TaskSpec.from_yaml(p)
-    specs = all_specs()
+    specs = _shipped_specs()
     if name not in specs:
         raise UserError(f"unknown task {name!r}; known tasks: {', '.join(sorted(specs))} (see `vopd-bench tasks`)")
-    return specs[name]
+    return copy.deepcopy(specs[name])
