@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import click
+import yaml
 
 from vopd_bench.backends import BackendConfig
 from vopd_bench.errors import UserError
@@ -21,6 +23,17 @@ def parse_data(data: tuple[str, ...], tasks: tuple[str, ...]) -> dict[str, str]:
             out[tasks[0]] = d
         else:
             raise UserError(f"--data {d!r}: with several tasks write --data TASK=PATH")
+    return out
+
+
+def parse_engine_args(args: tuple[str, ...]) -> dict[str, Any]:
+    """`KEY=VALUE` pairs; values parsed as YAML scalars (numbers, booleans) when they look like them."""
+    out: dict[str, Any] = {}
+    for a in args:
+        if "=" not in a:
+            raise UserError(f"--vllm-arg {a!r}: expected KEY=VALUE")
+        k, v = a.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
     return out
 
 
@@ -41,7 +54,8 @@ def default_out(model: str, backend: str) -> str:
 @click.option("--overwrite", is_flag=True, help="Replace a run directory that holds a different configuration.")
 @click.option("--max-pixels", type=int, default=None, help="Image budget: max pixels per image after resizing (recorded).")
 @click.option("--min-pixels", type=int, default=None, help="Image budget: min pixels per image (recorded).")
-@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--batch-size", type=int, default=None,
+              help="Requests per backend call (default: hf 16, vllm 256, openai 4 x --concurrency).")
 @click.option("--dtype", default="auto", show_default=True, help="auto, float32, bfloat16 or float16.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--revision", default=None, help="Hub revision (branch, tag or commit).")
@@ -52,19 +66,26 @@ def default_out(model: str, backend: str) -> str:
 @click.option("--base-url", default=None, help="openai backend: the server's /v1 URL.")
 @click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, help="openai backend: env var holding the key.")
 @click.option("--concurrency", type=int, default=8, show_default=True, help="openai backend: parallel requests.")
+@click.option("--timeout", type=float, default=120.0, show_default=True, help="openai backend: seconds per request.")
+@click.option("--max-retries", type=int, default=5, show_default=True, help="openai backend: retries on 429/5xx/timeouts.")
 @click.option("--tp", "tensor_parallel", type=int, default=1, show_default=True, help="vllm backend: tensor parallel size.")
+@click.option("--vllm-arg", "vllm_args", multiple=True, help="vllm backend: engine argument KEY=VALUE (repeatable), e.g. max_model_len=8192.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def command(**kw) -> None:
     """Score MODEL on TASKs, full image vs crop; write a run directory and print the gap table."""
     from vopd_bench.evaluate import EvalConfig, run_eval
     from vopd_bench.summary import print_results
 
+    extra = parse_engine_args(kw["vllm_args"])
+    if kw["tensor_parallel"] != 1:
+        extra["tensor_parallel_size"] = kw["tensor_parallel"]
+    batch = kw["batch_size"] or {"hf": 16, "vllm": 256, "openai": 4 * kw["concurrency"]}[kw["backend"]]
     try:
         bcfg = BackendConfig(
             backend=kw["backend"], model=kw["model"], revision=kw["revision"], dtype=kw["dtype"], device=kw["device"],
-            max_pixels=kw["max_pixels"], min_pixels=kw["min_pixels"], batch_size=kw["batch_size"],
+            max_pixels=kw["max_pixels"], min_pixels=kw["min_pixels"], batch_size=batch,
             base_url=kw["base_url"], api_key_env=kw["api_key_env"], concurrency=kw["concurrency"],
-            extra={"tensor_parallel_size": kw["tensor_parallel"]} if kw["tensor_parallel"] != 1 else {},
+            timeout=kw["timeout"], max_retries=kw["max_retries"], extra=extra,
         )
     except ValueError as e:
         raise UserError(str(e)) from None

