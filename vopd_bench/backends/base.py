@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from PIL import Image
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -97,3 +101,20 @@ class Backend(Protocol):
     def describe(self) -> dict[str, Any]:
         """Facts that change numbers: resolved model path, revision/commit, dtype, image budget, versions."""
         ...
+
+
+def isolate_failures(
+    fn: Callable[[list[Request], GenerationKwargs], list[Response]], requests: list[Request], gen: GenerationKwargs
+) -> list[Response]:
+    """Run `fn` on the batch; if it raises, retry request by request so one bad request only fails
+    itself (recorded as a retryable error, never as a wrong answer)."""
+    if not requests:
+        return []
+    try:
+        return fn(requests, gen)
+    except Exception as e:
+        if len(requests) == 1:
+            log.warning("generation failed for %s: %s", requests[0].key, e)
+            return [Response(text="", error=f"{type(e).__name__}: {e}", retryable=True)]
+        log.warning("batch generation failed (%s); retrying requests one by one", e)
+        return [r for req in requests for r in isolate_failures(fn, [req], gen)]

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from vopd_bench.backends.base import BackendConfig, GenerationKwargs, Request, Response
+from vopd_bench.backends.base import BackendConfig, GenerationKwargs, Request, Response, isolate_failures
 from vopd_bench.errors import UserError
 from vopd_bench.models import fingerprint, resolve_model
 
@@ -119,14 +119,7 @@ class HFBackend:
         return [Response(text=t.strip(), latency=dt, n_tokens=int(n)) for t, n in zip(texts, lens)]
 
     def generate(self, requests: list[Request], gen: GenerationKwargs) -> list[Response]:
-        try:
-            return self._generate(requests, gen)
-        except Exception as e:  # one bad request must not sink the batch: retry one by one
-            if len(requests) == 1:
-                log.warning("generation failed for %s: %s", requests[0].key, e)
-                return [Response(text="", error=f"{type(e).__name__}: {e}", retryable=True)]
-            log.warning("batch generation failed (%s); retrying requests one by one", e)
-            return [r for req in requests for r in self.generate([req], gen)]
+        return isolate_failures(self._generate, requests, gen)
 
 
 def _hash(text: str | None) -> str | None:

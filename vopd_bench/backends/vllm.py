@@ -19,7 +19,7 @@ import os
 import time
 from typing import Any
 
-from vopd_bench.backends.base import BackendConfig, GenerationKwargs, Request, Response
+from vopd_bench.backends.base import BackendConfig, GenerationKwargs, Request, Response, isolate_failures
 from vopd_bench.backends.hf import build_messages, set_image_budget
 from vopd_bench.errors import UserError
 from vopd_bench.models import fingerprint, resolve_model
@@ -184,16 +184,7 @@ class VLLMBackend:
         return [Response(text=t.strip(), latency=dt, n_tokens=len(i)) for t, i in zip(texts, ids)]
 
     def generate(self, requests: list[Request], gen: GenerationKwargs) -> list[Response]:
-        if not requests:
-            return []
-        try:
-            return self._generate(requests, gen)
-        except Exception as e:  # one bad request must not sink the batch: retry one by one
-            if len(requests) == 1:
-                log.warning("generation failed for %s: %s", requests[0].key, e)
-                return [Response(text="", error=f"{type(e).__name__}: {e}", retryable=True)]
-            log.warning("batch generation failed (%s); retrying requests one by one", e)
-            return [r for req in requests for r in self.generate([req], gen)]
+        return isolate_failures(self._generate, requests, gen)
 
     def close(self) -> None:
         """Stop the engine's worker processes (the backend is unusable afterwards)."""
