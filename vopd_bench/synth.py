@@ -3,7 +3,8 @@
 Every scene holds a single target (a filled shape or a digit glyph) in a small clear halo, on a
 background of thin random strokes and speckles. The question asks about that target only (its colour,
 its shape, or which digit it is), with four lettered options, so no word-to-object binding is needed:
-the difficulty is purely perceptual. At full resolution the target is 10-20 px among clutter; the
+the difficulty is purely perceptual. Each category has four possible answers, listed in one fixed order
+by default (`shuffle_options` shuffles them), so chance is 25%. At full resolution the target is 10-20 px among clutter; the
 `crop` view (see `vopd_bench.views`) zooms it to fill the image, which is where the gap comes from.
 
 Kinds: ``clutter`` (the gap task), ``holdout`` (large objects, no clutter: general ability) and
@@ -51,7 +52,12 @@ QUESTIONS = {
     "shape": "What shape is the object?",
     "digit": "What digit is shown?",
 }
-VALUES: dict[str, tuple[str, ...]] = {"colour": tuple(COLOURS), "shape": SHAPES, "digit": DIGITS}
+# The answers a question can have (4 per category); attributes not asked about use the full sets above.
+VALUES: dict[str, tuple[str, ...]] = {
+    "colour": ("red", "green", "blue", "yellow"),
+    "shape": ("circle", "square", "triangle", "star"),
+    "digit": ("2", "4", "7", "8"),
+}
 CATEGORIES = tuple(QUESTIONS)
 DIGIT_HEIGHT = 0.7  # glyph height of PIL's default font, as a fraction of the font size
 
@@ -82,6 +88,11 @@ class SynthConfig:
     halo: float = _help("radius of the clear ring around the target, as a fraction of its size", 0.7)
     categories: tuple[str, ...] = _help("question categories drawn uniformly", CATEGORIES)
     n_options: int = _help("lettered options per question (chance = 1 / n_options)", 4)
+    shuffle_options: bool = _help(
+        "shuffle the options per question; default: each category's options in one fixed order, so the "
+        "letter follows from the answer (a tiny model does not learn to look words up among options quickly)",
+        False,
+    )
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -96,7 +107,9 @@ class SynthConfig:
             raise ValueError(f"image_size must be >= 56, got {self.image_size}")
         lo, hi = self.target_size if len(self.target_size) == 2 else (0, 0)
         if not 4 <= lo <= hi <= self.image_size // 2:
-            raise ValueError(f"target_size must be [min, max] with 4 <= min <= max <= image_size/2, got {self.target_size}")
+            raise ValueError(
+                f"target_size must be [min, max] with 4 <= min <= max <= image_size/2, got {self.target_size}"
+            )
         if self.clutter < 0 or self.speckle_ratio < 0:
             raise ValueError("clutter and speckle_ratio must be >= 0")
         if not 0 <= self.palette_clutter <= 1:
@@ -105,9 +118,13 @@ class SynthConfig:
             raise ValueError(f"halo must be >= 0, got {self.halo}")
         bad = [c for c in self.categories if c not in CATEGORIES]
         if bad or not self.categories:
-            raise ValueError(f"categories must be a non-empty subset of {', '.join(CATEGORIES)}, got {self.categories}")
+            raise ValueError(
+                f"categories must be a non-empty subset of {', '.join(CATEGORIES)}, got {self.categories}"
+            )
         if not 2 <= self.n_options <= min(len(VALUES[c]) for c in self.categories):
-            raise ValueError(f"n_options must be between 2 and the smallest category's size, got {self.n_options}")
+            raise ValueError(
+                f"n_options must be between 2 and the smallest category's size, got {self.n_options}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -133,7 +150,12 @@ def _shape_polygons(shape: str, cx: float, cy: float, s: float) -> list[list[tup
     """Polygons (filled) for `shape` of size `s` centred at (cx, cy); a circle is a 32-gon."""
     r = s / 2
     if shape == "circle":
-        return [[(cx + r * math.cos(2 * math.pi * k / 32), cy + r * math.sin(2 * math.pi * k / 32)) for k in range(32)]]
+        return [
+            [
+                (cx + r * math.cos(2 * math.pi * k / 32), cy + r * math.sin(2 * math.pi * k / 32))
+                for k in range(32)
+            ]
+        ]
     if shape == "square":
         q = r * 0.85
         return [[(cx - q, cy - q), (cx + q, cy - q), (cx + q, cy + q), (cx - q, cy + q)]]
@@ -169,49 +191,78 @@ def _draw_target(draws: list[ImageDraw.ImageDraw], fills: list[Any], target: dic
         font = _font(max(4, round(s / DIGIT_HEIGHT)))
         stroke = max(1, round(s / 12))
         for d, fill in zip(draws, fills):
-            d.text((cx, cy), target["digit"], font=font, fill=fill, anchor="mm", stroke_width=stroke, stroke_fill=fill)
+            d.text(
+                (cx, cy),
+                target["digit"],
+                font=font,
+                fill=fill,
+                anchor="mm",
+                stroke_width=stroke,
+                stroke_fill=fill,
+            )
         return
     for poly in _shape_polygons(target["shape"], cx, cy, s):
         for d, fill in zip(draws, fills):
             d.polygon(poly, fill=fill)
 
 
-def _random_colour(rng: np.random.Generator, palette_frac: float) -> tuple[int, int, int]:
-    if rng.random() < palette_frac:
-        return COLOURS[list(COLOURS)[int(rng.integers(len(COLOURS)))]]
-    return tuple(int(v) for v in rng.integers(0, 256, 3))  # type: ignore[return-value]
+def _colours(rng: np.random.Generator, n: int, palette_frac: float) -> list[tuple[int, int, int]]:
+    """`n` clutter colours: a `palette_frac` share from the target palette, the rest uniform RGB."""
+    palette = np.array(list(COLOURS.values()))
+    use_palette = rng.random(n) < palette_frac
+    cols = np.where(
+        use_palette[:, None], palette[rng.integers(len(palette), size=n)], rng.integers(0, 256, (n, 3))
+    )
+    return [tuple(c) for c in cols.tolist()]
 
 
 def _draw_clutter(d: ImageDraw.ImageDraw, rng: np.random.Generator, cfg: SynthConfig) -> int:
-    """Thin random poly-line strokes plus speckles; returns the number of strokes."""
+    """Thin random poly-line strokes (2-4 points, steps of up to 30 px) plus speckles; returns the stroke count.
+
+    Random numbers are drawn in bulk (a Python call per number made this the cost of a training step).
+    """
     size = cfg.image_size
     n = int(rng.poisson(cfg.clutter)) if cfg.clutter > 0 else 0
-    for _ in range(n):
-        k = int(rng.integers(2, 5))
-        x, y = rng.uniform(0, size, 2)
-        pts = [(float(x), float(y))]
-        for _ in range(k - 1):
-            x, y = x + rng.uniform(-30, 30), y + rng.uniform(-30, 30)
-            pts.append((float(x), float(y)))
-        d.line(pts, fill=_random_colour(rng, cfg.palette_clutter), width=int(rng.integers(1, 3)))
-    for _ in range(int(round(cfg.speckle_ratio * n))):
-        x, y = rng.uniform(0, size, 2)
-        r = rng.uniform(0.5, 2.5)
-        d.ellipse([x - r, y - r, x + r, y + r], fill=_random_colour(rng, cfg.palette_clutter))
+    n_points = rng.integers(2, 5, size=n)
+    starts = rng.uniform(0, size, (n, 1, 2))
+    steps = rng.uniform(-30, 30, (n, 3, 2))
+    paths = np.concatenate([starts, starts + np.cumsum(steps, axis=1)], axis=1).tolist()
+    widths = rng.integers(1, 3, size=n).tolist()
+    for path, k, w, col in zip(paths, n_points.tolist(), widths, _colours(rng, n, cfg.palette_clutter)):
+        d.line([tuple(p) for p in path[:k]], fill=col, width=w)
+    m = int(round(cfg.speckle_ratio * n))
+    centres = rng.uniform(0, size, (m, 2)).tolist()
+    radii = rng.uniform(0.5, 2.5, m).tolist()
+    for (x, y), r, col in zip(centres, radii, _colours(rng, m, cfg.palette_clutter)):
+        d.ellipse([x - r, y - r, x + r, y + r], fill=col)
     return n
 
 
 # ----------------------------------------------------------------------------- one scene
+def _options(rng: np.random.Generator, category: str, value: str, cfg: SynthConfig) -> list[str]:
+    """`cfg.n_options` option texts including `value`: in the category's fixed order, or shuffled."""
+    values = VALUES[category]
+    others = [v for v in values if v != value]
+    picks = sorted(int(i) for i in rng.choice(len(others), cfg.n_options - 1, replace=False))
+    chosen = {value, *(others[i] for i in picks)}
+    options = [v for v in values if v in chosen]
+    if cfg.shuffle_options:
+        options = [options[int(i)] for i in rng.permutation(len(options))]
+    return options
+
+
 def sample(rng: np.random.Generator, cfg: SynthConfig) -> tuple[Image.Image, dict[str, Any]]:
     """One scene and its row (every items.jsonl field except `id` and `image`), from `rng`."""
     size = cfg.image_size
     category = cfg.categories[int(rng.integers(len(cfg.categories)))]
     s = int(rng.integers(cfg.target_size[0], cfg.target_size[1] + 1))  # type: ignore[index]
-    colour = list(COLOURS)[int(rng.integers(len(COLOURS)))]
+    value = VALUES[category][int(rng.integers(len(VALUES[category])))]
+    colour = value if category == "colour" else list(COLOURS)[int(rng.integers(len(COLOURS)))]
+    shape = value if category == "shape" else SHAPES[int(rng.integers(len(SHAPES)))]
     target: dict[str, Any] = {
         "colour": colour,
-        "shape": SHAPES[int(rng.integers(len(SHAPES)))] if category != "digit" else None,
-        "digit": DIGITS[int(rng.integers(len(DIGITS)))] if category == "digit" else None,
+        "shape": shape if category != "digit" else None,
+        "digit": value if category == "digit" else None,
         "size": s,
     }
     margin = s / 2 + 2
@@ -229,12 +280,7 @@ def sample(rng: np.random.Generator, cfg: SynthConfig) -> tuple[Image.Image, dic
     if box is None:  # cannot happen for sizes >= 4, but never write an item without its region
         raise RuntimeError(f"target {target} left no pixels")
 
-    value = target["shape"] if category == "shape" else target["digit"] if category == "digit" else colour
-    others = [v for v in VALUES[category] if v != value]
-    picks = rng.choice(len(others), cfg.n_options - 1, replace=False)
-    options = [value] + [others[int(i)] for i in picks]
-    order = rng.permutation(len(options))
-    options = [options[int(i)] for i in order]
+    options = _options(rng, category, value, cfg)
     letter = LETTERS[options.index(value)]
     row = {
         "question": QUESTIONS[category],
@@ -329,7 +375,9 @@ def cache_dir() -> Path:
 
 def dataset_key(cfg: SynthConfig, n: int, seed: int) -> str:
     """A short hash of everything that determines a dataset's content."""
-    raw = json.dumps({"config": cfg.to_dict(), "n": n, "seed": seed, "version": GENERATOR_VERSION}, sort_keys=True)
+    raw = json.dumps(
+        {"config": cfg.to_dict(), "n": n, "seed": seed, "version": GENERATOR_VERSION}, sort_keys=True
+    )
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 

@@ -1,0 +1,125 @@
+"""Step-time breakdown and peak memory of Vision-OPD training on the tiny model, full vs LoRA.
+
+    python benchmarks/train_step.py [--model DIR] [--steps 4] [--prompts 8] [--rollouts 4]
+                                    [--max-new-tokens 16] [--threads 2] [--modes full,lora]
+
+Each mode runs in its own process (so peak RSS is that mode's): `--steps` optimizer steps after one
+warm-up step; prints the mean seconds per phase -- encode (render + processor), rollout (HF generate),
+teacher forward (crop view), reference forward (initial policy for the anchor, when it is a separate
+model), student forward/backward (full view, + crop view with the anchor), optimizer (+ teacher update)
+-- then the time to re-score one checkpoint with the harness (per eval item and view), and peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PHASES = ("encode", "rollout", "teacher_forward", "reference_forward", "student_forward_backward", "optimizer")
+
+
+def default_model() -> str:
+    if os.environ.get("VOPD_TEST_MODEL"):
+        return os.environ["VOPD_TEST_MODEL"]
+    from vopd_bench.reference import reference_model_path
+
+    return str(reference_model_path())
+
+
+def worker(a: argparse.Namespace) -> dict:
+    """Run one mode in this process; returns mean phase times, eval time and peak RSS."""
+    import torch
+
+    torch.set_num_threads(a.threads)
+    from vopd_bench.synth import ensure_dataset
+    from vopd_bench.train.config import OPDConfig
+    from vopd_bench.train.curve import score_checkpoint
+    from vopd_bench.train.trainer import Trainer
+
+    data = ensure_dataset(kind="clutter", n=max(64, a.prompts * (a.steps + 1)), seed=4242)
+    out = Path(tempfile.mkdtemp(prefix=f"vopd-bench-{a.worker}-"))
+    cfg = OPDConfig(
+        model=a.model, train_task="synth", train_data=str(data), eval_tasks=["synth"], holdout_tasks=[],
+        eval_data={"synth": str(data)}, eval_limit=a.eval_items, prompts_per_step=a.prompts,
+        rollouts_per_prompt=a.rollouts, max_new_tokens=a.max_new_tokens, micro_batch_size=a.prompts * a.rollouts,
+        steps=a.steps + 1, teacher=a.teacher, anchor_weight=a.anchor, beta=0.5, top_k=a.top_k,
+        lora=a.worker == "lora", lr=1e-4, warmup_steps=0, threads=a.threads, progress=False, out=str(out),
+    )
+    trainer = Trainer(cfg)
+    recs = []
+    for step in range(a.steps + 1):
+        t0 = time.perf_counter()
+        rec = trainer.train_step(step)
+        rec["wall"] = time.perf_counter() - t0
+        recs.append(rec)
+    timed = recs[1:]  # the first step warms up kernels and caches
+    mean = {p: sum(r["time"].get(p, 0.0) for r in timed) / len(timed) for p in PHASES}
+    t0 = time.perf_counter()
+    score_checkpoint(cfg, trainer.policy, trainer.last_checkpoint, out / "eval")
+    eval_s = time.perf_counter() - t0
+    total, trainable = trainer.policy.num_parameters()
+    return {
+        "mode": a.worker,
+        "phases": mean,
+        "step_s": sum(r["wall"] for r in timed) / len(timed),
+        "response_tokens": sum(r["response_tokens"] for r in timed) / len(timed),
+        "eval_s_per_item_view": eval_s / (2 * a.eval_items),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "params_m": total / 1e6,
+        "trainable_m": trainable / 1e6,
+    }
+
+
+def print_table(rows: list[dict], a: argparse.Namespace) -> None:
+    print(f"model {a.model}; {a.prompts} prompts x {a.rollouts} rollouts, <= {a.max_new_tokens} new tokens, "
+          f"teacher {a.teacher}, anchor {a.anchor}, top_k {a.top_k}, {a.threads} threads; mean of {a.steps} steps")
+    head = f"{'phase (s/step)':28s}" + "".join(f"{r['mode']:>12s}" for r in rows)
+    print(head)
+    print("-" * len(head))
+    for p in PHASES:
+        print(f"{p:28s}" + "".join(f"{r['phases'][p]:12.3f}" for r in rows))
+    print(f"{'step total (wall)':28s}" + "".join(f"{r['step_s']:12.3f}" for r in rows))
+    print(f"{'mean response tokens':28s}" + "".join(f"{r['response_tokens']:12.1f}" for r in rows))
+    print(f"{'re-scoring s / item-view':28s}" + "".join(f"{r['eval_s_per_item_view']:12.3f}" for r in rows))
+    print(f"{'peak RSS (MB)':28s}" + "".join(f"{r['peak_rss_mb']:12.0f}" for r in rows))
+    print(f"{'params / trainable (M)':28s}" + "".join(f"{r['params_m']:6.2f}/{r['trainable_m']:5.2f}" for r in rows))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=None)
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--prompts", type=int, default=8)
+    p.add_argument("--rollouts", type=int, default=4)
+    p.add_argument("--max-new-tokens", type=int, default=16)
+    p.add_argument("--teacher", default="ema", choices=["ema", "frozen", "live"])
+    p.add_argument("--anchor", type=float, default=0.5)
+    p.add_argument("--top-k", type=int, default=100)
+    p.add_argument("--eval-items", type=int, default=20)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--modes", default="full,lora")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    a = p.parse_args()
+    a.model = a.model or default_model()
+    if a.worker:
+        print(json.dumps(worker(a)))
+        return
+    rows = []
+    for mode in a.modes.split(","):
+        args = [a for a in sys.argv[1:]] + ["--worker", mode, "--model", a.model]
+        proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(f"{mode} failed:\n{proc.stderr[-3000:]}")
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    print_table(rows, a)
+
+
+if __name__ == "__main__":
+    main()

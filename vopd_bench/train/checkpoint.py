@@ -1,0 +1,131 @@
+"""Atomic checkpoints: `checkpoints/.tmp-step-N` is written in full, then renamed to `checkpoints/step-N`.
+
+A checkpoint holds the student (weights or LoRA adapter + processor, loadable by the Auto classes),
+`trainer_state.pt` (optimizer, LR scheduler, RNG states, step) and `teacher.safetensors` (the EMA
+teacher, when there is one). The rename is the commit: a half-written folder never has the `step-N`
+name, so `latest()` never picks one up; stale `.tmp-*` folders are removed on the next start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import re
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+STEP_RE = re.compile(r"^step-(\d+)$")
+STATE_FILE = "trainer_state.pt"
+TEACHER_FILE = "teacher.safetensors"
+DONE_FILE = "checkpoint.json"
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save(
+    root: Path,
+    step: int,
+    save_model: Callable[[Path], None],
+    trainer_state: dict[str, Any],
+    teacher_state: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write checkpoint `step` atomically under `root`; returns `root/step-N`."""
+    from safetensors.torch import save_file
+
+    root.mkdir(parents=True, exist_ok=True)
+    tmp, final = root / f".tmp-step-{step}", root / f"step-{step}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_model(tmp)
+    torch.save({**trainer_state, "step": step, "rng": rng_state()}, tmp / STATE_FILE)
+    if teacher_state:
+        save_file(teacher_state, str(tmp / TEACHER_FILE))
+    (tmp / DONE_FILE).write_text(json.dumps({"step": step, "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
+    for f in tmp.rglob("*"):
+        if f.is_file():
+            with f.open("rb") as fh:
+                os.fsync(fh.fileno())
+    if final.exists():  # re-saving a step (resumed after a crash between rename and curve): replace it
+        old = root / f".old-step-{step}"
+        final.rename(old)
+        shutil.rmtree(old, ignore_errors=True)
+    os.replace(tmp, final)
+    _fsync_dir(root)
+    return final
+
+
+def steps(root: Path) -> list[int]:
+    """Committed checkpoint steps under `root`, ascending."""
+    if not root.is_dir():
+        return []
+    out = []
+    for p in root.iterdir():
+        m = STEP_RE.match(p.name)
+        if m and p.is_dir() and (p / DONE_FILE).is_file() and (p / STATE_FILE).is_file():
+            out.append(int(m.group(1)))
+    return sorted(out)
+
+
+def latest(root: Path) -> Path | None:
+    s = steps(root)
+    return root / f"step-{s[-1]}" if s else None
+
+
+def clean_partial(root: Path) -> None:
+    """Remove half-written `.tmp-step-*` / `.old-step-*` folders left by a killed run."""
+    if not root.is_dir():
+        return
+    for p in root.iterdir():
+        if p.name.startswith((".tmp-step-", ".old-step-")):
+            log.info("removing incomplete checkpoint %s", p)
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def load_state(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
+    """(trainer state, EMA teacher tensors or None) of a checkpoint."""
+    from safetensors.torch import load_file
+
+    state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=False)
+    teacher = load_file(str(folder / TEACHER_FILE)) if (folder / TEACHER_FILE).is_file() else None
+    return state, teacher
+
+
+def prune(root: Path, keep_last: int) -> None:
+    """Keep only the newest `keep_last` checkpoints (0 = keep all)."""
+    if keep_last <= 0:
+        return
+    for s in steps(root)[:-keep_last]:
+        shutil.rmtree(root / f"step-{s}", ignore_errors=True)

@@ -1,0 +1,110 @@
+"""Training prompts: (full image, crop image, prompt text) from any task's items. Answers are never read.
+
+Items come from a task loader (`train_task` + `train_data`) or, with `train_task: null`, from a user
+JSONL (`id, image, question, boxes`, optionally `options`). Every item must have a region (boxes, or a
+shipped crop image): the teacher sees the crop view. Items without one stop the run before training.
+The prompt order is a seeded permutation per epoch; step s takes the next `prompts_per_step` prompts
+of that stream, rank r its slice -- stateless, so a resumed run sees exactly the prompts it would have.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from vopd_bench.errors import UserError
+from vopd_bench.items import ImageError, Item, clean_boxes
+from vopd_bench.tasks import TaskSpec, get_task
+from vopd_bench.train.config import OPDConfig
+from vopd_bench.views import NoBoxError, render_view
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prompt:
+    """One training prompt: the student's image, the teacher's image and the question text."""
+
+    id: str
+    full: Image.Image
+    crop: Image.Image
+    text: str
+    system: str | None
+    options: list[str] | None
+
+
+def train_spec(cfg: OPDConfig) -> TaskSpec:
+    """The task spec of the training prompts (a generic JSONL spec for a user file), with overrides."""
+    if cfg.train_task is None:
+        spec = TaskSpec(name="train_jsonl", loader="jsonl", source=str(cfg.train_data))
+    else:
+        spec = get_task(cfg.train_task)
+    if cfg.train_options:
+        spec.options = {**spec.options, **cfg.train_options}
+    if cfg.crop:
+        try:
+            spec.crop = replace(spec.crop, **cfg.crop)
+        except (TypeError, ValueError) as e:
+            raise UserError(f"config key 'crop': {e}") from None
+    return spec
+
+
+def load_prompts(cfg: OPDConfig) -> tuple[TaskSpec, list[Item]]:
+    """The training items; raises UserError (before any model is loaded) if any lacks a region."""
+    if cfg.train_task is None and cfg.train_data is None:
+        raise UserError("no training prompts: set train_data=PATH (a JSONL of id, image, question, boxes) or train_task")
+    spec = train_spec(cfg)
+    try:
+        items = spec.load_items(Path(cfg.train_data) if cfg.train_data else None)
+    except (TypeError, ValueError) as e:  # e.g. a train_options key the loader does not know
+        raise UserError(f"training data ({spec.name}, options {spec.options}): {e}") from None
+    if cfg.train_limit:
+        items = items[: cfg.train_limit]
+    missing = [it.id for it in items if not it.boxes and it.crop_image is None]
+    if missing:
+        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        raise UserError(
+            f"training data ({spec.name}): {len(missing)} of {len(items)} item(s) have no boxes, so the teacher "
+            f"has no crop view: {shown}. Add 'boxes' ([[x1, y1, x2, y2]] pixels) to every training item."
+        )
+    log.info("training prompts: %d items of %s", len(items), spec.name)
+    return spec, items
+
+
+def render_prompt(item: Item, spec: TaskSpec) -> Prompt:
+    """The full and crop views of `item` as the eval renders them, and its prompt text."""
+    try:
+        im = item.load_image()
+        boxes = clean_boxes(item.boxes, im.width, im.height, f"{spec.name} item {item.id}") if item.boxes else []
+        crop, _ = render_view(replace(item, image=im, boxes=boxes), "crop", spec.crop)
+    except (ImageError, NoBoxError, ValueError) as e:
+        raise UserError(f"training item {item.id}: {e}") from None
+    return Prompt(item.id, im, crop, spec.prompt.render(item), spec.prompt.system, item.options)
+
+
+def step_indices(n_items: int, step: int, per_step: int, seed: int, rank: int, world: int) -> list[int]:
+    """Indices of the prompts rank `rank` trains on at `step` (a seeded permutation per epoch)."""
+    per_rank = per_step // world
+    start = step * per_step + rank * per_rank
+    out = []
+    for i in range(start, start + per_rank):
+        epoch, pos = divmod(i, n_items)
+        out.append(int(_epoch_order(n_items, seed, epoch)[pos]))
+    return out
+
+
+_ORDER_CACHE: dict[tuple[int, int, int], np.ndarray] = {}
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    key = (n, seed, epoch)
+    if key not in _ORDER_CACHE:
+        if len(_ORDER_CACHE) > 4:
+            _ORDER_CACHE.clear()
+        _ORDER_CACHE[key] = np.random.default_rng([seed, epoch]).permutation(n)
+    return _ORDER_CACHE[key]
+

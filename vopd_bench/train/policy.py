@@ -1,0 +1,167 @@
+"""The policy being trained: an HF image-text-to-text model and its processor, optionally a LoRA
+adapter over it; loading (base, or a checkpoint to resume), device/dtype, autocast and saving."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vopd_bench.errors import UserError
+from vopd_bench.models import resolve_model
+from vopd_bench.train import dist
+from vopd_bench.train.config import OPDConfig
+
+log = logging.getLogger(__name__)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+ADAPTER_DIR = "adapter"
+
+
+def pick_device(cfg: OPDConfig) -> str:
+    if cfg.device != "auto":
+        return cfg.device
+    if torch.cuda.is_available():
+        return f"cuda:{dist.local_rank()}"
+    return "cpu"
+
+
+def load_base(cfg: OPDConfig, device: str, path: str | None = None) -> Any:
+    """The model at `path` (default: the config's model) on `device`, in the parameter dtype."""
+    from transformers import AutoModelForImageTextToText
+
+    src = path or resolve_model(cfg.model)
+    dtype = DTYPES.get(cfg.dtype, torch.float32)  # auto: float32 weights (bf16 autocast on CUDA)
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(
+            src, revision=None if path else cfg.revision, dtype=dtype
+        )
+    except OSError as e:
+        raise UserError(f"cannot load model {src!r}: {str(e).splitlines()[0]}") from None
+    return model.to(device)
+
+
+def load_processor(cfg: OPDConfig) -> Any:
+    from transformers import AutoProcessor
+
+    from vopd_bench.backends.hf import set_image_budget
+
+    try:
+        proc = AutoProcessor.from_pretrained(resolve_model(cfg.model), revision=cfg.revision)
+    except OSError as e:
+        raise UserError(f"cannot load the processor of {cfg.model!r}: {str(e).splitlines()[0]}") from None
+    proc.tokenizer.padding_side = "left"
+    set_image_budget(proc, None, cfg.max_pixels)
+    return proc
+
+
+class Policy:
+    """The student: `model` (a PeftModel when `lora`), `processor`, `device`; forwards go through
+    `forward()` (resets cached M-RoPE offsets, applies autocast)."""
+
+    def __init__(self, cfg: OPDConfig, device: str, resume_from: Path | None = None) -> None:
+        self.cfg = cfg
+        self.device = device
+        self.processor = load_processor(cfg)
+        self.lora = cfg.lora
+        if cfg.lora:
+            self.model = self._lora_model(resume_from)
+        else:
+            self.model = load_base(cfg, device, str(resume_from) if resume_from else None)
+        if cfg.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self._rope_modules = [m for m in self.model.modules() if hasattr(m, "rope_deltas")]
+        self.autocast_dtype = torch.bfloat16 if device.startswith("cuda") and cfg.dtype == "auto" else None
+
+    def _lora_model(self, resume_from: Path | None) -> Any:
+        try:
+            from peft import LoraConfig, PeftModel, get_peft_model
+        except ImportError:
+            raise UserError("lora: true needs peft (pip install 'vopd-bench[train]')") from None
+        base = load_base(self.cfg, self.device)
+        if resume_from is not None:
+            adapter = resume_from / ADAPTER_DIR
+            return PeftModel.from_pretrained(base, str(adapter), is_trainable=True).to(self.device)
+        lcfg = LoraConfig(
+            r=self.cfg.lora_r,
+            lora_alpha=self.cfg.lora_alpha,
+            lora_dropout=self.cfg.lora_dropout,
+            target_modules=self.cfg.lora_target_modules,
+            bias="none",
+        )
+        try:
+            return get_peft_model(base, lcfg)
+        except ValueError as e:
+            raise UserError(f"lora_target_modules: {e}") from None
+
+    # ------------------------------------------------------------------ forward helpers
+    @property
+    def trainable(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def reset_rope(self) -> None:
+        """Qwen-VL caches M-RoPE offsets per batch; never let one batch reuse another's."""
+        for m in self._rope_modules:
+            m.rope_deltas = None
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=self.autocast_dtype)
+
+    def forward(self, **inputs: Any) -> Any:
+        self.reset_rope()
+        with self.autocast():
+            return self.model(**inputs)
+
+    @contextlib.contextmanager
+    def adapter_disabled(self) -> Iterator[None]:
+        """The base model (LoRA adapter off): the initial policy, without a second copy of the weights."""
+        if not self.lora:
+            raise RuntimeError("adapter_disabled() needs a LoRA policy")
+        with self.model.disable_adapter():
+            yield
+
+    def num_parameters(self) -> tuple[int, int]:
+        total = sum(p.numel() for p in self.model.parameters())
+        return total, sum(p.numel() for p in self.trainable)
+
+    # ------------------------------------------------------------------ saving
+    def save(self, folder: Path) -> None:
+        """Weights + processor, loadable by AutoModelForImageTextToText.from_pretrained(folder) (and vLLM).
+
+        With LoRA the folder holds the merged weights (base + adapter delta, computed without touching
+        the live weights) and the adapter itself in `adapter/` (what a resumed run loads).
+        """
+        folder.mkdir(parents=True, exist_ok=True)
+        self.processor.save_pretrained(folder)
+        if not self.lora:
+            self.model.save_pretrained(folder)
+            return
+        self.model.save_pretrained(folder / ADAPTER_DIR)
+        self.model.get_base_model().save_pretrained(folder, state_dict=merged_state_dict(self.model))
+
+
+def merged_state_dict(peft_model: Any) -> dict[str, torch.Tensor]:
+    """The base model's state dict with every LoRA delta added (the adapter's own tensors left out)."""
+    from peft.tuners.lora import LoraLayer
+
+    base = peft_model.get_base_model()
+    deltas = {}
+    with torch.no_grad():
+        for name, mod in base.named_modules():
+            if isinstance(mod, LoraLayer):
+                for adapter in mod.active_adapters:
+                    if adapter in mod.lora_A:
+                        d = mod.get_delta_weight(adapter)
+                        deltas[f"{name}.weight"] = deltas.get(f"{name}.weight", 0) + d
+        out = {}
+        for key, value in base.state_dict().items():
+            if "lora_" in key:
+                continue
+            key = key.replace(".base_layer.", ".")
+            out[key] = (value + deltas[key].to(value.dtype)) if key in deltas else value
+    return out

@@ -1,0 +1,219 @@
+"""Rollouts and teacher forcing: encode prompts exactly as the eval does, sample the student's responses
+on the full image (HF `generate`, temperature T, n per prompt, no top-k/top-p/penalties: the samples
+come from the policy itself), and score a batch of responses under any prompt encoding (the full image
+for the student, the crop for the teacher).
+
+Teacher-forced logits over prompt + response equal `generate()`'s own logits with left padding
+(probes/check_alignment.py), so the student's scores are those of the distribution it sampled from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+
+from vopd_bench.backends.base import Request
+from vopd_bench.backends.hf import build_messages
+from vopd_bench.errors import UserError
+from vopd_bench.scoring import extract_choice
+from vopd_bench.train.data import Prompt
+from vopd_bench.train.policy import Policy
+
+log = logging.getLogger(__name__)
+Encoding = dict[str, Any]
+# Sampling exactly from softmax(logits / T): override any top-k/top-p/penalty in the model's generation_config.
+NEUTRAL_SAMPLING = {
+    "top_k": 0,
+    "top_p": 1.0,
+    "min_p": 0.0,
+    "typical_p": 1.0,
+    "repetition_penalty": 1.0,
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+    "no_repeat_ngram_size": 0,
+}
+
+
+@dataclass
+class Rollouts:
+    """n sampled responses per prompt, prompt-major: row i belongs to prompt i // n."""
+
+    tokens: torch.Tensor  # (N, C) response token ids, pad after the end
+    mask: torch.Tensor  # (N, C) 1 on response tokens (up to and including the first EOS)
+    texts: list[str]
+    n: int
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.mask.sum())
+
+
+def encode(policy: Policy, images: list[Image.Image], prompts: list[Prompt]) -> Encoding:
+    """Left-padded model inputs (one image per prompt), through the processor's chat template."""
+    proc = policy.processor
+    texts = [
+        proc.apply_chat_template(
+            build_messages(Request(key=p.id, images=[im], prompt=p.text, system=p.system)),
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+        for p, im in zip(prompts, images)
+    ]
+    enc = proc(text=texts, images=images, padding=True, return_tensors="pt")
+    return {k: v.to(policy.device) if hasattr(v, "to") else v for k, v in enc.items()}
+
+
+def repeat_encoding(enc: Encoding, n: int) -> Encoding:
+    """Each prompt (and its image patches) repeated n times in place: rows [p0]*n + [p1]*n + ..."""
+    if n == 1:
+        return dict(enc)
+    out: Encoding = {}
+    for k, v in enc.items():
+        if k == "pixel_values":
+            sizes = enc["image_grid_thw"].prod(-1).tolist()
+            out[k] = torch.cat([chunk for chunk in v.split(sizes) for _ in range(n)])
+        elif torch.is_tensor(v):
+            out[k] = v.repeat_interleave(n, dim=0)
+        else:
+            out[k] = v
+    return out
+
+
+def eos_ids(policy: Policy) -> list[int]:
+    eos = policy.model.generation_config.eos_token_id
+    if eos is None:
+        eos = policy.processor.tokenizer.eos_token_id
+    return [eos] if isinstance(eos, int) else list(eos)
+
+
+def pad_id(policy: Policy) -> int:
+    tok = policy.processor.tokenizer
+    return tok.pad_token_id if tok.pad_token_id is not None else eos_ids(policy)[0]
+
+
+def multimodal_token_ids(policy: Policy) -> list[int]:
+    """Image/video placeholder ids: a response must never contain them (teacher forcing would treat
+    them as image slots), so sampling suppresses them."""
+    cfg = policy.model.config
+    keys = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+    ids = [getattr(cfg, k, None) for k in keys]
+    return sorted({int(i) for i in ids if i is not None})
+
+
+def response_mask(tokens: torch.Tensor, eos: list[int]) -> torch.Tensor:
+    """1 on tokens up to and including the first EOS, 0 after it."""
+    is_eos = torch.isin(tokens, torch.tensor(eos, device=tokens.device))
+    after = (is_eos.long().cumsum(1) - is_eos.long()) > 0
+    return (~after).long()
+
+
+@torch.no_grad()
+def sample_hf(policy: Policy, enc: Encoding, n: int, max_new_tokens: int, temperature: float) -> Rollouts:
+    """n responses per prompt from HF generate (`enc` is the unrepeated full-image encoding)."""
+    rep = repeat_encoding(enc, n)
+    policy.model.eval()
+    policy.reset_rope()
+    with policy.autocast():
+        out = policy.model.generate(
+            **rep,
+            do_sample=True,
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=pad_id(policy),
+            eos_token_id=eos_ids(policy),
+            suppress_tokens=multimodal_token_ids(policy) or None,
+            **NEUTRAL_SAMPLING,
+        )
+    tokens = out[:, rep["input_ids"].shape[1] :]
+    mask = response_mask(tokens, eos_ids(policy))
+    tokens = tokens.masked_fill(mask == 0, pad_id(policy))
+    texts = policy.processor.batch_decode(tokens, skip_special_tokens=True)
+    return Rollouts(tokens=tokens, mask=mask, texts=[t.strip() for t in texts], n=n)
+
+
+def sample_backend_check(backend: str) -> None:
+    """Fail early for a rollout backend this version cannot run."""
+    if backend != "hf":
+        raise UserError(
+            f"rollout_backend {backend!r} is not implemented yet (a colocated vLLM engine with per-step weight "
+            "sync); use rollout_backend=hf"
+        )
+
+
+def sample(policy: Policy, backend: str, enc: Encoding, n: int, max_new_tokens: int, temperature: float) -> Rollouts:
+    """Rollouts from the configured backend."""
+    sample_backend_check(backend)
+    return sample_hf(policy, enc, n, max_new_tokens, temperature)
+
+
+def _hf_model(model: Any) -> Any:
+    """The transformers model under a peft wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def shares_image_features(model: Any) -> bool:
+    """Whether the model accepts precomputed image features (`mm_encoder_outputs`, transformers >= 5.19
+    Qwen-VL family): then each prompt's image is encoded once for its n rollouts, not n times."""
+    hf = _hf_model(model)
+    return hasattr(hf, "get_image_features") and "mm_encoder_outputs" in inspect.signature(hf.forward).parameters
+
+
+def row_inputs(scorer: Any, enc: Encoding, n: int, rows: range) -> Encoding:
+    """Model inputs for rollout rows `rows` (row r belongs to prompt r // n of the unrepeated `enc`),
+    left padding trimmed; image features computed here (under the caller's grad mode) once per prompt."""
+    idx = torch.tensor([r // n for r in rows])
+    out: Encoding = {k: enc[k][idx] for k in ("input_ids", "attention_mask", "mm_token_type_ids") if k in enc}
+    keep = int(out["attention_mask"].sum(1).max())
+    out = {k: v[:, -keep:] for k, v in out.items()}
+    grid = enc["image_grid_thw"]
+    sizes = grid.prod(-1).tolist()
+    chunks = enc["pixel_values"].split(sizes)
+    uniq = sorted(set(idx.tolist()))
+    out["image_grid_thw"] = grid[idx]
+    if not shares_image_features(scorer.model):
+        out["pixel_values"] = torch.cat([chunks[i] for i in idx.tolist()])
+        return out
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    with scorer.autocast() if hasattr(scorer, "autocast") else contextlib.nullcontext():
+        feats = _hf_model(scorer.model).get_image_features(
+            torch.cat([chunks[i] for i in uniq]), grid[uniq], return_dict=True
+        ).pooler_output
+    pos = {p: j for j, p in enumerate(uniq)}
+    out["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=[feats[pos[i]] for i in idx.tolist()])}
+    return out
+
+
+def completion_logits(scorer: Any, inputs: Encoding, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Logits (B, C, V) predicting each response token given the left-padded prompt `inputs`
+    (from `row_inputs`, or an encoding with pixel values); `scorer` has `forward` (Policy or teacher)."""
+    c = tokens.shape[1]
+    ids = torch.cat([inputs["input_ids"], tokens], 1)
+    am = torch.cat([inputs["attention_mask"], mask.to(inputs["attention_mask"].dtype)], 1)
+    extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
+    if "mm_token_type_ids" in inputs:
+        extra["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(tokens)], 1)
+    out = scorer.forward(input_ids=ids, attention_mask=am, logits_to_keep=c + 1, **extra)
+    return out.logits[:, :c]
+
+
+def answer_entropy(rollouts: Rollouts, options: list[list[str] | None]) -> float | None:
+    """Mean over prompts of the entropy (nats) of the chosen option letters among the n rollouts
+    (an unparsed response counts as its own outcome); None when no prompt has options."""
+    import math
+    from collections import Counter
+
+    ents = []
+    for i, opts in enumerate(options):
+        if not opts:
+            continue
+        picks = Counter(extract_choice(t, opts) for t in rollouts.texts[i * rollouts.n : (i + 1) * rollouts.n])
+        total = sum(picks.values())
+        ents.append(-sum(c / total * math.log(c / total) for c in picks.values()))
+    return sum(ents) / len(ents) if ents else None

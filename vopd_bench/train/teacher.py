@@ -1,0 +1,184 @@
+"""Teachers: which weights score the student's tokens on the crop view (always without gradient).
+
+- `ema`: θ_T ← (1 − rate)·θ_T + rate·θ_S after every optimizer step (the paper's, rate 0.05). Full
+  training keeps a second copy of the model; LoRA keeps an EMA of the adapter only and swaps it in for
+  the teacher's forward (no second copy of the base weights).
+- `frozen`: the initial policy. Full training: a second copy loaded from the base model; LoRA: the
+  same model with the adapter disabled (`with model.disable_adapter():`).
+- `live`: the current student weights, stop-gradient.
+
+`InitialPolicy` (= a frozen teacher) is also the reference of the optional anchor KL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from vopd_bench.train.config import OPDConfig
+from vopd_bench.train.policy import Policy, load_base
+
+log = logging.getLogger(__name__)
+
+
+class Teacher:
+    """Scores response tokens under some weights; `scoring()` puts those weights in place."""
+
+    kind = "base"
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+
+    @contextlib.contextmanager
+    def scoring(self) -> Iterator[Policy]:
+        """A policy-like object whose `forward` uses the teacher's weights (no grad inside)."""
+        with torch.no_grad():
+            yield self.policy
+
+    def update(self) -> None:
+        """Called after every optimizer step."""
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        return None
+
+
+class LiveTeacher(Teacher):
+    kind = "live"
+
+    @contextlib.contextmanager
+    def scoring(self) -> Iterator[Policy]:
+        was_training = self.policy.model.training
+        self.policy.model.eval()
+        try:
+            with torch.no_grad():
+                yield self.policy
+        finally:
+            self.policy.model.train(was_training)
+
+
+class _ShadowPolicy:
+    """A second model behind the Policy interface (forward with rope reset + autocast)."""
+
+    def __init__(self, policy: Policy, model: Any) -> None:
+        self.model = model.eval()
+        self.processor = policy.processor
+        self.device = policy.device
+        self._owner = policy
+        self._rope = [m for m in model.modules() if hasattr(m, "rope_deltas")]
+        for p in model.parameters():
+            p.requires_grad_(False)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return self._owner.autocast()
+
+    def forward(self, **inputs: Any) -> Any:
+        for m in self._rope:
+            m.rope_deltas = None
+        with self._owner.autocast():
+            return self.model(**inputs)
+
+
+class FrozenTeacher(Teacher):
+    """The initial policy: base model with the adapter off (LoRA), or a second copy of the base weights."""
+
+    kind = "frozen"
+
+    def __init__(self, policy: Policy, cfg: OPDConfig) -> None:
+        super().__init__(policy)
+        self.shadow = None if policy.lora else _ShadowPolicy(policy, load_base(cfg, policy.device))
+
+    @contextlib.contextmanager
+    def scoring(self) -> Iterator[Any]:
+        with torch.no_grad():
+            if self.shadow is not None:
+                yield self.shadow
+                return
+            was_training = self.policy.model.training
+            self.policy.model.eval()
+            try:
+                with self.policy.adapter_disabled():
+                    yield self.policy
+            finally:
+                self.policy.model.train(was_training)
+
+
+class EmaTeacher(Teacher):
+    """Exponential moving average of the student's trainable weights."""
+
+    kind = "ema"
+
+    def __init__(self, policy: Policy, cfg: OPDConfig) -> None:
+        super().__init__(policy)
+        self.rate = cfg.ema_rate
+        self.names = [n for n, p in policy.model.named_parameters() if p.requires_grad]
+        params = dict(policy.model.named_parameters())
+        self.student = [params[n] for n in self.names]
+        if policy.lora:  # EMA of the adapter only, swapped in for the teacher's forward
+            self.shadow = None
+            self.ema = [p.detach().clone() for p in self.student]
+        else:
+            import copy
+
+            model = copy.deepcopy(policy.model)
+            self.shadow = _ShadowPolicy(policy, model)
+            tparams = dict(model.named_parameters())
+            self.ema = [tparams[n].data for n in self.names]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        torch._foreach_lerp_(self.ema, [p.detach() for p in self.student], self.rate)
+
+    @contextlib.contextmanager
+    def scoring(self) -> Iterator[Any]:
+        with torch.no_grad():
+            if self.shadow is not None:
+                yield self.shadow
+                return
+            was_training = self.policy.model.training
+            backup = [p.detach().clone() for p in self.student]
+            for p, e in zip(self.student, self.ema):
+                p.data.copy_(e)
+            self.policy.model.eval()
+            try:
+                yield self.policy
+            finally:
+                for p, b in zip(self.student, backup):
+                    p.data.copy_(b)
+                self.policy.model.train(was_training)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {n: e.detach().cpu().contiguous() for n, e in zip(self.names, self.ema)}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        missing = [n for n in self.names if n not in state]
+        if missing:
+            raise ValueError(f"EMA teacher state lacks {len(missing)} tensor(s), e.g. {missing[0]}")
+        with torch.no_grad():
+            for n, e in zip(self.names, self.ema):
+                e.copy_(state[n].to(e.device, e.dtype))
+
+
+def make_teacher(kind: str, policy: Policy, cfg: OPDConfig) -> Teacher:
+    if kind == "ema":
+        return EmaTeacher(policy, cfg)
+    if kind == "frozen":
+        return FrozenTeacher(policy, cfg)
+    if kind == "live":
+        return LiveTeacher(policy)
+    raise ValueError(f"unknown teacher kind {kind!r}")
+
+
+def make_reference(teacher: Teacher, policy: Policy, cfg: OPDConfig) -> Teacher | None:
+    """The initial policy for the anchor KL (the frozen teacher itself when there is one)."""
+    if cfg.anchor_weight <= 0:
+        return None
+    if isinstance(teacher, FrozenTeacher):
+        return teacher
+    return FrozenTeacher(policy, cfg)

@@ -1,0 +1,412 @@
+"""The Vision-OPD training loop (on-policy self-distillation from the crop view).
+
+Per step, on every rank: take this rank's prompts; sample n responses per prompt from the student on
+the full image; score the same tokens with the teacher on the crop view (no grad); loss = generalized
+JSD(β) per response token (+ optional anchor KL(initial ‖ student) on the crop inputs), normalised by
+the global response-token count; backward in micro-batches; sum gradients over ranks; clip; AdamW;
+update the teacher. Every `eval_every` steps (and at step 0 = the base model, and at the end): an
+atomic checkpoint, a harness evaluation, one `curve.jsonl` line and a redrawn gap curve (rank 0 writes).
+Labels are never used for training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from vopd_bench import __version__
+from vopd_bench.errors import UserError
+from vopd_bench.models import resolve_model
+from vopd_bench.rundir import append_jsonl, atomic_write_json, read_jsonl
+from vopd_bench.train import checkpoint, dist
+from vopd_bench.train.config import RESUMABLE_CHANGES, OPDConfig, default_out
+from vopd_bench.train.curve import (
+    append_point,
+    collapse_warnings,
+    read_curve,
+    redraw,
+    rewrite_jsonl,
+    score_checkpoint,
+    truncate_after,
+)
+from vopd_bench.train.data import Prompt, load_prompts, render_prompt, step_indices
+from vopd_bench.train.loss import generalized_jsd, mean_entropy
+from vopd_bench.train.policy import Policy, pick_device
+from vopd_bench.train.rollout import (
+    Encoding,
+    Rollouts,
+    answer_entropy,
+    completion_logits,
+    encode,
+    row_inputs,
+    sample,
+    sample_backend_check,
+)
+from vopd_bench.train.teacher import make_reference, make_teacher
+
+log = logging.getLogger(__name__)
+TRAIN_LOG = "train_log.jsonl"
+CURVE = "curve.jsonl"
+CURVE_STEM = "gap_curve"
+
+
+class Timer:
+    """Accumulates wall time per phase."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = defaultdict(float)
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.times[name] += time.perf_counter() - t0
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """The sampling seed of (run seed, step, rank): resumed runs draw the same rollouts."""
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
+
+
+def lr_factor(step: int, cfg: OPDConfig) -> float:
+    """Linear warm-up over `warmup_steps`, then constant or cosine decay to 0 at `steps`."""
+    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    if cfg.lr_schedule == "cosine":
+        frac = min(1.0, max(0, step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+        return warm * 0.5 * (1 + math.cos(math.pi * frac))
+    return warm
+
+
+class Trainer:
+    """One training run in `cfg.out` (resumes from the newest committed checkpoint there)."""
+
+    def __init__(self, cfg: OPDConfig) -> None:
+        self.cfg = cfg
+        self.out = Path(cfg.out) if cfg.out else default_out(cfg)
+        self.rank, self.world = dist.rank(), dist.world_size()
+        if cfg.prompts_per_step % self.world:
+            raise UserError(f"prompts_per_step={cfg.prompts_per_step} must divide by the {self.world} processes")
+        if cfg.rollout_backend != "hf":
+            sample_backend_check(cfg.rollout_backend)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.spec, self.items = load_prompts(cfg)  # fails on missing boxes before any model is loaded
+        _check_tasks(cfg)
+        self.device = pick_device(cfg)
+        dist.init(self.device)
+        self.ckpt_root = self.out / "checkpoints"
+        if dist.is_main():
+            self._write_config()
+            checkpoint.clean_partial(self.ckpt_root)
+        dist.barrier()
+        resume = checkpoint.latest(self.ckpt_root)
+        self.policy = Policy(cfg, self.device, resume_from=resume)
+        self.teacher = make_teacher(cfg.teacher, self.policy, cfg)
+        self.reference = make_reference(self.teacher, self.policy, cfg)
+        self.optimizer = torch.optim.AdamW(
+            self.policy.trainable, lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, cfg))
+        self.step = 0
+        self.last_checkpoint = resolve_model(cfg.model)
+        if resume is not None:
+            self._load(resume)
+        total, trainable = self.policy.num_parameters()
+        log.info(
+            "Vision-OPD: %s, %.2fM parameters (%.2fM trainable), teacher %s, %d process(es), out %s%s",
+            cfg.model, total / 1e6, trainable / 1e6, cfg.teacher, self.world, self.out,
+            f", resumed at step {self.step}" if resume else "",
+        )
+
+    # ------------------------------------------------------------------ run record
+    def _config_record(self) -> dict[str, Any]:
+        from vopd_bench.evaluate import package_versions
+
+        return {
+            "kind": "train",
+            "vopd_bench": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "model": self.cfg.model,
+            "model_path": resolve_model(self.cfg.model),
+            "seed": self.cfg.seed,
+            "world_size": self.world,
+            "train_task": {
+                "name": self.spec.name,
+                "n_prompts": len(self.items),
+                "crop": self.spec.crop.to_dict(),
+                "prompt_hash": self.spec.prompt.hash(),
+                "options": self.spec.options,
+            },
+            "config": self.cfg.to_dict(),
+            "versions": package_versions(),
+        }
+
+    def _write_config(self) -> None:
+        path = self.out / "config.json"
+        rec = self._config_record()
+        if path.is_file():
+            try:
+                prev = json.loads(path.read_text())
+            except json.JSONDecodeError:
+                prev = {}
+            old = prev.get("config", {})
+            rec["created"] = prev.get("created", rec["created"])
+            rec["resumed"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            diff = [
+                f"{k}: {old.get(k)!r} -> {v!r}"
+                for k, v in rec["config"].items()
+                if k not in RESUMABLE_CHANGES and k in old and old.get(k) != v
+            ]
+            if diff:
+                raise UserError(
+                    f"{self.out} holds a training run with another configuration ({'; '.join(diff[:3])}); "
+                    "use another --out (or delete that folder)"
+                )
+        atomic_write_json(path, rec)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _load(self, folder: Path) -> None:
+        state, teacher_state = checkpoint.load_state(folder)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if teacher_state is not None:
+            self.teacher.load_state_dict(teacher_state)
+        checkpoint.set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.last_checkpoint = str(folder)
+
+    def save_checkpoint(self) -> Path:
+        folder = self.ckpt_root / f"step-{self.step}"
+        dist.check_in_sync(self.policy.trainable)
+        if dist.is_main():
+            state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+            folder = checkpoint.save(
+                self.ckpt_root, self.step, self.policy.save, state, self.teacher.state_dict() or None
+            )
+            checkpoint.prune(self.ckpt_root, self.cfg.keep_last)
+        dist.barrier()
+        self.last_checkpoint = str(folder)
+        return folder
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self, step: int) -> dict[str, Any]:
+        """One rollout batch → one optimizer step; returns this step's statistics (global over ranks)."""
+        cfg, policy, timer = self.cfg, self.policy, Timer()
+        idx = step_indices(len(self.items), step, cfg.prompts_per_step, cfg.seed, self.rank, self.world)
+        with timer("encode"):
+            prompts = [render_prompt(self.items[i], self.spec) for i in idx]
+            full = encode(policy, [p.full for p in prompts], prompts)
+            crop = encode(policy, [p.crop for p in prompts], prompts)
+        torch.manual_seed(step_seed(cfg.seed, step, self.rank))
+        with timer("rollout"):
+            ro = sample(policy, cfg.rollout_backend, full, cfg.rollouts_per_prompt, cfg.max_new_tokens, cfg.temperature)
+        global_tokens = dist.all_sum(ro.num_tokens)
+        sums: dict[str, float] = defaultdict(float)
+        policy.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        n_rows = ro.tokens.shape[0]
+        for start in range(0, n_rows, cfg.micro_batch_size):
+            rows = range(start, min(start + cfg.micro_batch_size, n_rows))
+            self._micro_step(full, crop, ro.n, rows, ro.tokens[start : rows.stop], ro.mask[start : rows.stop],
+                             global_tokens, sums, timer)
+        lr = self.optimizer.param_groups[0]["lr"]
+        with timer("optimizer"):
+            dist.sum_gradients(policy.trainable)
+            grad_norm = torch.nn.utils.clip_grad_norm_(policy.trainable, cfg.max_grad_norm or float("inf"))
+            self.optimizer.step()
+            self.scheduler.step()
+            self.teacher.update()
+        return self._step_stats(step, sums, ro, prompts, global_tokens, float(grad_norm), lr, timer)
+
+    def _micro_step(
+        self,
+        full: Encoding,
+        crop: Encoding,
+        n: int,
+        rows: range,
+        tokens: torch.Tensor,
+        mask: torch.Tensor,
+        global_tokens: float,
+        sums: dict[str, float],
+        timer: Timer,
+    ) -> None:
+        """Teacher (and reference) scores on the crop, student scores on the full image, loss, backward."""
+        cfg, policy = self.cfg, self.policy
+        n_tok = float(mask.sum())
+        with timer("teacher_forward"), self.teacher.scoring() as tp:
+            t_logits = completion_logits(tp, row_inputs(tp, crop, n, rows), tokens, mask)
+        r_logits = None
+        if self.reference is not None:
+            if self.reference is self.teacher:
+                r_logits = t_logits
+            else:
+                with timer("reference_forward"), self.reference.scoring() as rp:
+                    r_logits = completion_logits(rp, row_inputs(rp, crop, n, rows), tokens, mask)
+        with timer("student_forward_backward"):
+            s_logits = completion_logits(policy, row_inputs(policy, full, n, rows), tokens, mask)
+            kw = {"temperature": cfg.loss_temperature, "top_k": cfg.top_k, "num_tokens": global_tokens}
+            jsd = generalized_jsd(s_logits, t_logits, mask, beta=cfg.beta, **kw)
+            loss = jsd
+            if r_logits is not None:
+                sc_logits = completion_logits(policy, row_inputs(policy, crop, n, rows), tokens, mask)
+                anchor = generalized_jsd(sc_logits, r_logits, mask, beta=0.0, **kw)
+                loss = loss + cfg.anchor_weight * anchor
+                sums["anchor"] += float(anchor.detach())
+            loss.backward()
+        sums["jsd"] += float(jsd.detach())
+        sums["loss"] += float(loss.detach())
+        sums["teacher_entropy"] += mean_entropy(t_logits, mask) * n_tok
+        sums["student_entropy"] += mean_entropy(s_logits.detach(), mask) * n_tok
+
+    def _step_stats(
+        self,
+        step: int,
+        sums: dict[str, float],
+        ro: Rollouts,
+        prompts: list[Prompt],
+        global_tokens: float,
+        grad_norm: float,
+        lr: float,
+        timer: Timer,
+    ) -> dict[str, Any]:
+        """The step's record for train_log.jsonl: losses and entropies summed over ranks, times of rank 0."""
+        ans = answer_entropy(ro, [p.options for p in prompts])
+        local = {
+            "loss": sums["loss"],
+            "jsd": sums["jsd"],
+            "anchor": sums["anchor"],
+            "teacher_entropy": sums["teacher_entropy"] / max(global_tokens, 1.0),
+            "student_entropy": sums["student_entropy"] / max(global_tokens, 1.0),
+        }
+        tot = {k: dist.all_sum(v) for k, v in local.items()}
+        answer_ents = [a for a in dist.gather_objects(ans) if a is not None]
+        rec: dict[str, Any] = {"step": step + 1}
+        rec.update({k: round(v, 6) for k, v in tot.items() if k != "anchor" or self.reference is not None})
+        rec["answer_entropy"] = round(float(np.mean(answer_ents)), 6) if answer_ents else None
+        rec["response_tokens"] = round(global_tokens / (len(prompts) * ro.n * self.world), 2)
+        rec["lr"] = lr
+        rec["grad_norm"] = round(grad_norm, 6)
+        rec["time"] = {k: round(v, 4) for k, v in timer.times.items()}
+        rec["example"] = ro.texts[0][:120] if ro.texts else ""
+        rec["prompt_ids"] = [i for ids in dist.gather_objects([p.id for p in prompts]) for i in ids]
+        return rec
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self) -> dict[str, Any] | None:
+        """Score the current weights (recorded as `last_checkpoint`) and add the curve point (rank 0)."""
+        rng = checkpoint.rng_state()  # scoring must not shift the training's random stream
+        t0 = time.perf_counter()
+        eval_dir = self.out / "evals" / f"step-{self.step}"
+        tasks = score_checkpoint(self.cfg, self.policy, self.last_checkpoint, eval_dir)
+        checkpoint.set_rng_state(rng)
+        self.policy.model.train()
+        point = None
+        if dist.is_main():
+            curve_path = self.out / CURVE
+            point = {
+                "step": self.step,
+                "checkpoint": self.last_checkpoint,
+                "eval_dir": str(eval_dir),
+                "tasks": tasks,
+                "train": self._train_block(),
+                "eval_s": round(time.perf_counter() - t0, 2),
+            }
+            warnings = collapse_warnings(read_curve(curve_path), point, self.cfg.collapse_warn_points)
+            for w in warnings:
+                log.warning("COLLAPSE WARNING at step %d: %s", self.step, w)
+            if warnings:
+                point["warnings"] = warnings
+            append_point(curve_path, point)
+            redraw(curve_path, self.out / CURVE_STEM)
+            log.info("step %d: %s", self.step, _brief(tasks))
+        dist.barrier()
+        return point
+
+    def _train_block(self) -> dict[str, Any]:
+        """Mean training statistics since the previous curve point (read back from train_log.jsonl)."""
+        points = read_curve(self.out / CURVE)
+        prev = max((p["step"] for p in points if p["step"] < self.step), default=0)
+        recs = [r for r in read_jsonl(self.out / TRAIN_LOG) if prev < r["step"] <= self.step]
+        if not recs:
+            return {}
+        out: dict[str, Any] = {"steps": len(recs)}
+        for k in ("loss", "jsd", "anchor", "teacher_entropy", "student_entropy", "answer_entropy",
+                  "response_tokens", "grad_norm"):
+            vals = [r[k] for r in recs if r.get(k) is not None]
+            if vals:
+                out[k] = round(float(np.mean(vals)), 6)
+        out["lr"] = recs[-1]["lr"]
+        out["step_s"] = round(float(np.mean([sum(r["time"].values()) for r in recs])), 4)
+        return out
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> Path:
+        cfg, curve_path = self.cfg, self.out / CURVE
+        if dist.is_main():
+            truncate_after(curve_path, self.step)
+            _truncate_log(self.out / TRAIN_LOG, self.step)
+        dist.barrier()
+        if all(p["step"] != self.step for p in read_curve(curve_path)):
+            self.evaluate()
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="vision-opd", unit="step", dynamic_ncols=True,
+                   disable=not cfg.progress or not dist.is_main())
+        while self.step < cfg.steps:
+            rec = self.train_step(self.step)
+            self.step += 1
+            if dist.is_main():
+                append_jsonl(self.out / TRAIN_LOG, [rec])
+            bar.update(1)
+            bar.set_postfix(loss=f"{rec['loss']:.4f}", H_t=f"{rec['teacher_entropy']:.2f}",
+                            H_s=f"{rec['student_entropy']:.2f}")
+            if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+                self.save_checkpoint()
+                self.evaluate()
+        bar.close()
+        return self.out
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop per-step records after `step` (a resumed run redoes those steps) and duplicates."""
+    recs = read_jsonl(path, repair=True)
+    keep = {r["step"]: r for r in recs if r["step"] <= step}
+    if len(keep) != len(recs):
+        rewrite_jsonl(path, [keep[s] for s in sorted(keep)])
+
+
+def _check_tasks(cfg: OPDConfig) -> None:
+    from vopd_bench.tasks import get_task
+
+    for name in [*cfg.eval_tasks, *cfg.holdout_tasks]:
+        get_task(name)
+
+
+def _brief(tasks: dict[str, Any]) -> str:
+    parts = []
+    for t, res in tasks.items():
+        accs = ", ".join(f"{v} {100 * s['accuracy']:.1f}" for v, s in res["views"].items() if s.get("accuracy") is not None)
+        gap = res.get("gap", {}).get("value")
+        parts.append(f"{t}: {accs}" + (f", gap {gap:+.1f}" if gap is not None else ""))
+    return "; ".join(parts)
+
+
+def run_training(cfg: OPDConfig) -> Path:
+    """Train (or resume) the run described by `cfg`; returns the output directory (curve.jsonl inside)."""
+    threads = torch.get_num_threads()
+    try:
+        return Trainer(cfg).run()
+    finally:
+        torch.set_num_threads(threads)  # `threads` applies to this run only (matters when called in-process)
+        dist.shutdown()
