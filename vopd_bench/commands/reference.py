@@ -16,14 +16,13 @@ def command() -> None:
 @click.option("--out", required=True, help="Output folder (a checkpoint loadable with Auto* classes).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--steps", type=int, default=None, help="Optimizer steps (default: the recipe's).")
-@click.option("--threads", type=int, default=2, show_default=True, help="torch CPU threads.")
+@click.option("--threads", type=int, default=None, help="torch CPU threads (default: the recipe's; numbers depend on it slightly).")
 def pretrain_cmd(out: str, seed: int, steps: int | None, threads: int) -> None:
     """Supervised pre-training on zoomed views and easy scenes (deterministic given the seed)."""
     from vopd_bench.reference import PretrainConfig, pretrain
 
-    kw = {"seed": seed, "threads": threads}
-    if steps is not None:
-        kw["steps"] = steps
+    kw = {"seed": seed, "steps": steps, "threads": threads}
+    kw = {k: v for k, v in kw.items() if v is not None}
     path = pretrain(PretrainConfig(**kw), out)
     click.echo(f"reference model written to {path}")
 

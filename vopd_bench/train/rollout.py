@@ -1,7 +1,9 @@
 """Rollouts and teacher forcing: encode prompts exactly as the eval does, sample the student's responses
 on the full image (HF `generate`, temperature T, n per prompt, no top-k/top-p/penalties: the samples
-come from the policy itself), and score a batch of responses under any prompt encoding (the full image
-for the student, the crop for the teacher).
+come from the policy itself; only the image/video placeholder tokens are suppressed, since a response
+containing one could not be teacher-forced), and score a batch of responses under any prompt encoding
+(the full image for the student, the crop for the teacher), encoding each prompt's image once for its
+n rollouts where the model accepts precomputed image features.
 
 Teacher-forced logits over prompt + response equal `generate()`'s own logits with left padding
 (probes/check_alignment.py), so the student's scores are those of the distribution it sampled from.
