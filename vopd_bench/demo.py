@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,10 +76,13 @@ def full_gain(first: dict[str, Any], last: dict[str, Any], task: str, view: str 
     return {"gain": gain, "p_value": mcnemar_exact(up, down), "n": len(ids), "improved": up, "worsened": down}
 
 
-def run_demo(cfg: DemoConfig) -> dict[str, Any]:
-    """Run the three stages; returns {base results, train dir, report path, seconds per stage}."""
+def run_demo(cfg: DemoConfig, on_base: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run the three stages (`on_base` sees the base results as soon as they exist); returns
+    {base results, train dir, report path, seconds per stage}."""
     t0 = time.perf_counter()
     base = base_eval(cfg)
+    if on_base is not None:
+        on_base(base)
     t1 = time.perf_counter()
     train_dir = train(cfg)
     t2 = time.perf_counter()

@@ -16,8 +16,11 @@ def command(out: str, reports: str, eval_limit: int, overrides: tuple[str, ...])
     from vopd_bench.summary import print_results
     from vopd_bench.train.curve import read_curve
 
-    res = run_demo(DemoConfig(out=out, reports=reports, eval_limit=eval_limit, overrides=list(overrides)))
-    print_results(res["base"], title="Base model (vopd-tiny): regional-to-global gap")
+    def show_base(base: dict) -> None:
+        print_results(base, title="Base model (vopd-tiny): regional-to-global gap")
+        click.echo("next: Vision-OPD with trainers/demo.yaml, every checkpoint re-scored ...")
+
+    res = run_demo(DemoConfig(out=out, reports=reports, eval_limit=eval_limit, overrides=list(overrides)), show_base)
     curve = read_curve(res["train_dir"] / "curve.jsonl")
     first, last = curve[0], curve[-1]
     for task, t in last["tasks"].items():
