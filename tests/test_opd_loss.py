@@ -135,3 +135,18 @@ def test_beta_out_of_range_and_entropy() -> None:
         generalized_jsd(_logits(0), _logits(1), beta=1.5)
     uniform = torch.zeros(1, 2, V)
     assert abs(mean_entropy(uniform) - torch.log(torch.tensor(float(V))).item()) < 1e-5
+
+
+def test_token_cross_entropy_matches_torch_on_the_masked_tokens() -> None:
+    from vopd_bench.train.loss import token_cross_entropy
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 4, 7, generator=g)
+    tokens = torch.randint(0, 7, (2, 4), generator=g)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    keep = mask.bool()
+    ref = torch.nn.functional.cross_entropy(logits[keep], tokens[keep])
+    assert torch.allclose(token_cross_entropy(logits, tokens, mask), ref)
+    assert torch.allclose(token_cross_entropy(logits, tokens, mask, num_tokens=10.0), ref * 5 / 10)
+    ref_t = torch.nn.functional.cross_entropy(logits[keep] / 2.0, tokens[keep])
+    assert torch.allclose(token_cross_entropy(logits, tokens, mask, temperature=2.0), ref_t)

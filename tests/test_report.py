@@ -226,7 +226,7 @@ def test_before_after_and_curve_figures(runs: dict[str, Path], tmp_path: Path) -
     c = cd["tasks"]["clutter"]
     assert c["steps"] == [0, 50, 100]
     assert c["full"] == pytest.approx([47.5, 60.0, 80.0]) and c["gap"] == pytest.approx([49.0, 36.0, 15.0])
-    assert c["reduction"] == pytest.approx(34 / 49) and c["note"] == "gap +49.0 → +15.0 pts\nreduction 69%"
+    assert c["reduction"] == pytest.approx(34 / 49) and c["note"] == "gap +49.0 → +15.0 pts\nreduction 69%\nfull +32.5, crop −1.5 pts"
     assert cd["holdout"]["holdout"]["acc"] == pytest.approx([90.0, 90.0, 89.0])
     gap_ax = fig.axes[1]
     assert c["note"] in [t.get_text() for t in gap_ax.texts]
@@ -274,6 +274,31 @@ def test_draw_curve_trainer_shape_single_point(tmp_path: Path) -> None:
     assert list(data["holdout"]) == ["synth_holdout"]
 
 
+def test_curve_flags_a_gap_that_shrinks_because_crop_fell(runs: dict[str, Path]) -> None:
+    """Full +32.5 pts with crop −1.5 is a reduction; the same gap drop with crop −16.5 is flagged."""
+    from vopd_bench.report.curve import plot_curve
+    from vopd_bench.report.figures import paper_style
+    from vopd_bench.report.load import load_training_run, read_curve
+    from vopd_bench.report.markdown import curve_line
+
+    p = runs["train"] / "curve.jsonl"
+    with paper_style():
+        _, ok = plot_curve(read_curve(p))
+    d = ok["tasks"]["clutter"]
+    assert d["full_change"] == pytest.approx(32.5) and d["crop_change"] == pytest.approx(-1.5)
+    assert "crop fell" not in d["note"] and "full +32.5, crop −1.5 pts" in d["note"]
+    lines = p.read_text().splitlines()
+    last = json.loads(lines[-1])
+    last["tasks"]["clutter"]["views"]["crop"]["accuracy"] = 0.80
+    p.write_text("\n".join([*lines[:-1], json.dumps(last)]) + "\n")
+    with paper_style():
+        _, bad = plot_curve(read_curve(p))
+    assert bad["tasks"]["clutter"]["crop_change"] == pytest.approx(-16.5)
+    assert bad["tasks"]["clutter"]["note"].endswith("crop fell: not a closed gap")
+    line = curve_line(load_training_run(runs["train"]), bad)
+    assert "crop -16.5 pts -- crop accuracy fell, so the narrower gap is not a closed one" in line
+
+
 # ---- the whole report, CLI ---------------------------------------------------------------------
 
 
@@ -303,7 +328,7 @@ def test_full_report_sections(report: Path) -> None:
     md = (report / "report.md").read_text()
     for s in ("## Regional-to-global gap across models", "## Tables", "## Before / after: Tiny-VL → Tiny-VL + Vision-OPD",
               "## Gap-reduction curve: Tiny-VL", "## Per-category breakdown: vstar", "## Per-category breakdown: clutter",
-              "clutter gap +49.0 → +15.0 pts (relative reduction 69%); holdout accuracy 90.0 → 89.0%"):
+              "clutter gap +49.0 → +15.0 pts (relative reduction 69%), full +32.5 pts, crop -1.5 pts; holdout accuracy 90.0 → 89.0%"):
         assert s in md
     cat = _md_rows(report / "tables" / "categories_vstar.md")
     assert cat["colour"] == ["40.0", "90.0", "+50.0"] and cat["shape"] == ["60.0", "70.0", "+10.0"]

@@ -17,7 +17,7 @@ from vopd_bench.synth import SynthConfig
 
 
 def test_config_defaults_by_kind_and_validation():
-    assert SynthConfig().target_size == (10, 20) and SynthConfig().clutter == 160.0
+    assert SynthConfig().target_size == (16, 28) and SynthConfig().clutter == 480.0
     assert SynthConfig(kind="holdout").clutter == 0.0 and SynthConfig(kind="holdout").target_size[0] >= 40
     assert SynthConfig(target_size=[12, 14]).target_size == (12, 14)  # YAML lists become tuples
     assert "clutter" in SynthConfig.help() and SynthConfig.help()["kind"]
@@ -55,7 +55,7 @@ def test_sample_is_deterministic_and_consistent():
         assert meta["response"].endswith(f"Answer: {letter}") and meta["value"] in meta["response"]
         ((x1, y1, x2, y2),) = row["boxes"]
         assert 0 <= x1 < x2 <= 224 and 0 <= y1 < y2 <= 224
-        assert 4 <= max(x2 - x1, y2 - y1) <= 30  # a 10-20 px target (digits include their stroke)
+        assert 12 <= max(x2 - x1, y2 - y1) <= 40  # a 16-28 px target (digits include their stroke)
 
 
 def test_options_fixed_order_by_default_or_shuffled():

@@ -89,7 +89,8 @@ def test_shipped_recipes_load_and_validate() -> None:
         ("steps=abc", "'steps': expected int"),
         ("teacher=oracle", "'teacher': must be one of ema, frozen, live"),
         ("crop.zoom=2", "'crop': unknown field(s) zoom"),
-        ("rollout_backend=vllm", "'vllm' is not implemented yet"),
+        ("rollout_backend=sglang", "'rollout_backend': must be one of hf, vllm"),
+        ("objective=rl", "'objective': must be one of distill, supervised"),
     ],
 )
 def test_bad_config_is_one_line_error(override: str, message: str, capsys: pytest.CaptureFixture) -> None:
@@ -188,6 +189,34 @@ def test_two_steps_per_teacher_kind(teacher: str, tiny_settings: dict, tmp_path:
     log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2] and all(len(r["prompt_ids"]) == 2 for r in log)
     assert ("anchor" in log[0]) == (teacher == "ema")
+
+
+def test_supervised_objective_trains_on_the_gold_answers(tiny_settings: dict, tmp_path: Path) -> None:
+    """The label-supervised ceiling: the "rollouts" are the gold responses and the loss is their
+    cross-entropy on the full image; a few steps at a high rate lower it."""
+    from vopd_bench.tasks import get_task
+    from vopd_bench.train import run_training
+    from vopd_bench.train.data import render_prompt
+    from vopd_bench.train.policy import Policy
+    from vopd_bench.train.rollout import eos_ids, gold_rollouts
+
+    cfg = OPDConfig(**{**tiny_settings, "steps": 6, "eval_every": 6, "lr": 3e-3}, objective="supervised",
+                    anchor_weight=0.5, out=str(tmp_path / "sft"))
+    spec = get_task("synth")
+    prompts = [render_prompt(it, spec) for it in spec.load_items(Path(tiny_settings["train_data"]))[:3]]
+    policy = Policy(cfg, "cpu")
+    ro = gold_rollouts(policy, prompts)
+    assert ro.texts == [p.target for p in prompts] and all(t.startswith("It is ") for t in ro.texts)
+    decoded = policy.processor.batch_decode(ro.tokens * ro.mask, skip_special_tokens=True)
+    assert [d.strip() for d in decoded] == ro.texts
+    ends = ro.mask.sum(1) - 1
+    assert all(int(ro.tokens[i, e]) in eos_ids(policy) for i, e in enumerate(ends.tolist()))
+    out = run_training(cfg)
+    log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, 7)) and all("anchor" in r for r in log)
+    assert all(r["example"] in {p.target for p in prompts} or r["example"].startswith("It is ") for r in log)
+    assert log[-1]["jsd"] < log[0]["jsd"]  # the cross-entropy column
+    assert [p["step"] for p in _curve(out)] == [0, 6]
 
 
 def test_ema_teacher_update_rule(tiny_settings: dict) -> None:

@@ -1,4 +1,4 @@
-"""The reference tiny model `vopd-tiny`: pre-training, the label-supervised ceiling, and its location.
+"""The reference tiny model `vopd-tiny`: pre-training, measurement, and its location.
 
 `pretrain` teaches a tiny Qwen2.5-VL (`vopd_bench.tiny`) to name the colour, shape or digit of a
 synthetic target (`vopd_bench.synth`) mostly from zoomed views -- crops rendered exactly like the
@@ -7,18 +7,18 @@ lightly-cluttered full-scene data and none at the test clutter density. The resu
 attributes well when the target is large and poorly when it is small among clutter, although the
 information is present at full resolution: a genuine regional-to-global gap.
 
-`supervised_ceiling` is the diagnostic for that last claim: label-supervised training on the full
-cluttered scenes, with a demo-sized budget, must lift full-image accuracy well above the base model.
+`vopd-bench reference ceiling` is the diagnostic for that last claim: label-supervised training
+(`objective: supervised` of the Vision-OPD trainer) on the demo's full cluttered prompts with the
+demo's budget must lift full-image accuracy well above the base model.
 
 Prompts are exactly what the eval sends (the task's `PromptTemplate` through the processor's chat
 template); the training target is the answer text (e.g. "It is red. Answer: B") then `<|im_end|>`.
 
-Reproduce the shipped checkpoint: ``python -m vopd_bench.reference pretrain --out DIR --seed 0``.
+Reproduce the shipped checkpoint: ``vopd-bench reference pretrain --out DIR --seed 0``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -44,6 +44,10 @@ log = logging.getLogger(__name__)
 REFERENCE_DIR = Path(__file__).parent / "reference" / "vopd-tiny"
 TASK = "synth"
 HOLDOUT_TASK = "synth_holdout"
+# The gap task's scenes as the shipped model was pre-trained with (its crop and lightly cluttered sources,
+# and the pre-training log's evaluation): pinned, so that the shipped model stays reproducible when the
+# gap task's own options change (it now asks about 16-28 px targets among 480 strokes).
+PRETRAIN_SCENES = {"target_size": [10, 20], "clutter": 160}
 _ANSWER_RE = re.compile(r"Answer:\s*([A-Z])\b")
 
 
@@ -58,7 +62,7 @@ class PretrainConfig:
     """Everything that determines the pre-trained reference model (recorded in training.json)."""
 
     seed: int = field(default=0, metadata={"help": "weight init and data stream seed"})
-    steps: int = field(default=1500, metadata={"help": "optimizer steps"})
+    steps: int = field(default=600, metadata={"help": "optimizer steps"})
     batch_size: int = field(default=16, metadata={"help": "examples per step"})
     lr: float = field(default=1e-3, metadata={"help": "peak learning rate (linear warm-up, cosine decay)"})
     warmup: int = field(default=30, metadata={"help": "warm-up steps"})
@@ -472,6 +476,13 @@ def pretrain_example(data: TaskData, rng: np.random.Generator, cfg: PretrainConf
     return data.example(data.item(rng, clutter=float(rng.uniform(0, cfg.light_clutter_max))), "full")
 
 
+def pretrain_task() -> TaskSpec:
+    """The gap task's spec with the scene options pre-training was defined on (`PRETRAIN_SCENES`)."""
+    spec = get_task(TASK)
+    spec.options = {**spec.options, **PRETRAIN_SCENES}
+    return spec
+
+
 def pretrain(cfg: PretrainConfig, out_dir: str | Path) -> Path:
     """Build and pre-train the reference tiny model; save it (loadable by the Auto* classes) to `out_dir`.
 
@@ -485,7 +496,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path) -> Path:
     log_path.unlink(missing_ok=True)
     torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
-    data, holdout = TaskData(get_task(TASK)), TaskData(get_task(HOLDOUT_TASK))
+    data, holdout = TaskData(pretrain_task()), TaskData(get_task(HOLDOUT_TASK))
     model, processor = tiny.build(replace(cfg.tiny, seed=cfg.seed), tokenizer_corpus(data))
     eval_items = data.items(cfg.eval_n, cfg.eval_seed)
     holdout_items = holdout.items(cfg.eval_n, cfg.eval_seed)
@@ -526,59 +537,6 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path) -> Path:
     return out
 
 
-# ----------------------------------------------------------------------------- supervised ceiling
-def supervised_ceiling(
-    model_dir: str | Path,
-    steps: int = 160,
-    batch_size: int = 16,
-    replay: int = 16,
-    lr: float = 5e-4,
-    eval_every: int = 40,
-    eval_n: int = 200,
-    eval_seed: int = 999,
-    seed: int = 0,
-    threads: int = 2,
-    out_dir: str | Path | None = None,
-) -> list[dict[str, Any]]:
-    """Label-supervised training on full cluttered scenes (the gap task) for a demo-sized budget.
-
-    Each step: `batch_size` full cluttered scenes at the task's own clutter density with their true
-    answers, plus `replay` pre-training examples (crops / plain scenes) so nothing else is forgotten.
-    Returns one record per evaluation (full, crop and holdout accuracy): the curve that label-free
-    distillation can at best reach in the same number of steps. The model at `model_dir` is not changed;
-    with `out_dir` the fine-tuned model and `ceiling_log.jsonl` are written there.
-    """
-    torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    model, processor = tiny.load(model_dir)
-    data, holdout = TaskData(get_task(TASK)), TaskData(get_task(HOLDOUT_TASK))
-    eval_items = data.items(eval_n, eval_seed)
-    holdout_items = holdout.items(eval_n, eval_seed)
-    rng = np.random.default_rng([seed, 2])
-    mix = PretrainConfig()
-
-    def make_batch() -> list[Example]:
-        full = [data.example(data.item(rng), "full") for _ in range(batch_size)]
-        return full + [pretrain_example(data, rng, mix) for _ in range(replay)]
-
-    def evaluate(step: int) -> dict[str, Any]:
-        res = evaluate_views(model, processor, data, eval_items, ["full", "crop"])
-        res["holdout"] = evaluate_views(model, processor, holdout, holdout_items, ["full"])["full"]
-        return {k: v["accuracy"] for k, v in res.items()}
-
-    log_path = None
-    if out_dir is not None:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        log_path = Path(out_dir) / "ceiling_log.jsonl"
-        log_path.unlink(missing_ok=True)
-    records = _train_loop(
-        model, processor, make_batch, steps, lr, 10, 0.0, eval_every, evaluate, log_path, "label-supervised"
-    )
-    if out_dir is not None:
-        tiny.save(model, processor, out_dir)
-    return records
-
-
 # ----------------------------------------------------------------------------- measurement
 def measure(
     model_dir: str | Path, n: int = 500, seeds: Sequence[int] = (1234, 5678), threads: int = 2
@@ -595,33 +553,3 @@ def measure(
     hseed = int(holdout.spec.options.get("seed", 4321))
     res["holdout"] = evaluate_views(model, processor, holdout, holdout.items(n, hseed), ["full"])["full"]
     return res
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """python -m vopd_bench.reference {pretrain,ceiling,measure} ..."""
-    p = argparse.ArgumentParser(prog="python -m vopd_bench.reference", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    pp = sub.add_parser("pretrain", help="build and pre-train the reference tiny model")
-    pp.add_argument("--out", required=True)
-    pp.add_argument("--seed", type=int, default=0)
-    pp.add_argument("--steps", type=int, default=PretrainConfig.steps)
-    pp.add_argument("--threads", type=int, default=PretrainConfig.threads)
-    pc = sub.add_parser("ceiling", help="label-supervised ceiling on full cluttered scenes")
-    pc.add_argument("--model", default=str(REFERENCE_DIR))
-    pc.add_argument("--steps", type=int, default=160)
-    pc.add_argument("--out", default=None)
-    pm = sub.add_parser("measure", help="greedy accuracy per view, two seeds, and the holdout")
-    pm.add_argument("--model", default=str(REFERENCE_DIR))
-    pm.add_argument("--n", type=int, default=500)
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    if a.cmd == "pretrain":
-        pretrain(PretrainConfig(seed=a.seed, steps=a.steps, threads=a.threads), a.out)
-    elif a.cmd == "ceiling":
-        print(json.dumps(supervised_ceiling(a.model, steps=a.steps, out_dir=a.out), indent=1))
-    else:
-        print(json.dumps(measure(a.model, n=a.n), indent=1))
-
-
-if __name__ == "__main__":
-    main()

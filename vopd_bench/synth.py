@@ -4,7 +4,7 @@ Every scene holds a single target (a filled shape or a digit glyph) in a small c
 background of thin random strokes and speckles. The question asks about that target only (its colour,
 its shape, or which digit it is), with four lettered options, so no word-to-object binding is needed:
 the difficulty is purely perceptual. Each category has four possible answers, listed in one fixed order
-by default (`shuffle_options` shuffles them), so chance is 25%. At full resolution the target is 10-20 px among clutter; the
+by default (`shuffle_options` shuffles them), so chance is 25%. At full resolution the target is 16-28 px among dense clutter; the
 `crop` view (see `vopd_bench.views`) zooms it to fill the image, which is where the gap comes from.
 
 Kinds: ``clutter`` (the gap task), ``holdout`` (large objects, no clutter: general ability) and
@@ -63,7 +63,7 @@ DIGIT_HEIGHT = 0.7  # glyph height of PIL's default font, as a fraction of the f
 
 # Per-kind defaults for the fields left as None.
 _KIND_DEFAULTS: dict[str, dict[str, Any]] = {
-    "clutter": {"target_size": (10, 20), "clutter": 160.0},
+    "clutter": {"target_size": (16, 28), "clutter": 480.0},
     "holdout": {"target_size": (40, 100), "clutter": 0.0},
     "plain": {"target_size": (10, 100), "clutter": 0.0},
 }

@@ -27,13 +27,35 @@ def pretrain_cmd(out: str, seed: int, steps: int | None, threads: int) -> None:
     click.echo(f"reference model written to {path}")
 
 
-@command.command("ceiling")
-@click.option("--model", default="vopd-tiny", show_default=True)
-@click.option("--steps", type=int, default=160, show_default=True, help="Same budget as the demo's distillation.")
-@click.option("--out", default=None, help="Where to save the label-supervised model (optional).")
-def ceiling_cmd(model: str, steps: int, out: str | None) -> None:
-    """Diagnostic: label-supervised training on full cluttered scenes — the ceiling distillation can reach."""
-    from vopd_bench.models import resolve_model
-    from vopd_bench.reference import supervised_ceiling
+@command.command("ceiling", context_settings={"ignore_unknown_options": True})
+@click.option("--recipe", default="demo", show_default=True, help="The distillation recipe whose budget is matched.")
+@click.option("--out", default="runs/ceiling", show_default=True, help="Run directory (curve.jsonl, gap_curve.png).")
+@click.argument("overrides", nargs=-1)
+def ceiling_cmd(recipe: str, out: str, overrides: tuple[str, ...]) -> None:
+    """Diagnostic: the label-supervised ceiling of a distillation recipe.
 
-    click.echo(json.dumps(supervised_ceiling(resolve_model(model), steps=steps, out_dir=out), indent=1))
+    Trains with the recipe's prompts, steps, batch, optimiser and anchor, but on the gold answers of the
+    full-image prompts (cross-entropy) instead of the crop teacher -- the best a label-free run of the
+    same budget could hope for. Never part of the demo. OVERRIDES are key=value like `vopd-bench train`.
+    """
+    from vopd_bench.train import load_config, run_training
+    from vopd_bench.train.curve import read_curve
+
+    cfg = load_config(recipe, [*overrides, "objective=supervised"], out=out)
+    run = run_training(cfg)
+    for p in read_curve(run / "curve.jsonl"):
+        accs = {f"{t}/{v}": round(100 * s["accuracy"], 1) for t, r in p["tasks"].items()
+                for v, s in r["views"].items() if s.get("accuracy") is not None}
+        click.echo(f"step {p['step']:>4}: {json.dumps(accs)}")
+    click.echo(f"label-supervised ceiling written to {run}")
+
+
+@command.command("measure")
+@click.option("--model", default="vopd-tiny", show_default=True)
+@click.option("--n", type=int, default=500, show_default=True, help="Items per synthetic set.")
+def measure_cmd(model: str, n: int) -> None:
+    """Greedy accuracy of a tiny checkpoint per view on two synthetic seeds, and on the holdout (JSON)."""
+    from vopd_bench.models import resolve_model
+    from vopd_bench.reference import measure
+
+    click.echo(json.dumps(measure(resolve_model(model), n=n), indent=1))

@@ -49,6 +49,9 @@ def curve_tasks(curve: list[CurvePoint]) -> tuple[list[str], list[str]]:
     return gap, hold
 
 
+CROP_DROP_PTS = 3.0  # a gap that shrinks while crop accuracy falls more than this is flagged, not celebrated
+
+
 def _track(curve: list[CurvePoint], task: str, view: str) -> dict[str, list[float]]:
     """Steps, accuracy (%) and CI bounds (%) of one task/view; NaN where a checkpoint lacks it."""
     out: dict[str, list[float]] = {"steps": [], "acc": [], "lo": [], "hi": []}
@@ -116,9 +119,13 @@ def plot_curve(curve: list[CurvePoint]) -> tuple[Figure, dict[str, Any]]:
         _line(ax, gt, "gap", COLORS["gap"], "Gap (crop − full)")
         ax.axhline(0, color=COLORS["zero"], linewidth=0.6, zorder=1)
         g0, gn = _first_last(gt["gap"])
+        crop_change = _change(crop["acc"])
         if len(steps) > 1:
             red = relative_reduction(g0, gn)
             note = f"gap {_pts(g0)} → {_pts(gn)} pts\nreduction {'n/a' if red is None else format(red, '.0%')}"
+            note += f"\nfull {_pts(_change(full['acc']))}, crop {_pts(crop_change)} pts"
+            if crop_change is not None and crop_change < -CROP_DROP_PTS:
+                note += "\ncrop fell: not a closed gap"
         else:
             red, note = None, f"gap {_pts(g0)} pts at step {steps[0]}"
         ax.text(0.97, 0.95, note, transform=ax.transAxes, ha="right", va="top", fontsize=8,
@@ -132,7 +139,8 @@ def plot_curve(curve: list[CurvePoint]) -> tuple[Figure, dict[str, Any]]:
         ax.grid(True, axis="both")
         data["tasks"][task] = {"steps": steps, "full": full["acc"], "crop": crop["acc"], "gap": gt["gap"],
                                "gap_ci": list(zip(gt["lo"], gt["hi"], strict=True)), "gap0": g0, "gapN": gn,
-                               "reduction": red, "note": note}
+                               "reduction": red, "crop_change": crop_change,
+                               "full_change": _change(full["acc"]), "note": note}
     for ax in axes.flat:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
         if len(steps) == 1:
@@ -153,6 +161,12 @@ def plot_curve(curve: list[CurvePoint]) -> tuple[Figure, dict[str, Any]]:
 def _first_last(vals: list[float]) -> tuple[float | None, float | None]:
     ok = [v for v in vals if not np.isnan(v)]
     return (ok[0], ok[-1]) if ok else (None, None)
+
+
+def _change(vals: list[float]) -> float | None:
+    """Last minus first defined value (points), None when fewer than two."""
+    ok = [v for v in vals if not np.isnan(v)]
+    return ok[-1] - ok[0] if len(ok) > 1 else None
 
 
 def _pts(v: float | None) -> str:

@@ -299,7 +299,9 @@ def load_training_run(path: Path, label: str | None = None) -> TrainingRun:
     before = _point_model(path, first, name if first.step == 0 else f"{name} (step {first.step})", base)
     after = None
     if len(curve) > 1:
-        after = _point_model(path, last, f"{name} + Vision-OPD (step {last.step})", base)
+        supervised = (config.get("config") or {}).get("objective") == "supervised"
+        method = "label-supervised (ceiling)" if supervised else "Vision-OPD"
+        after = _point_model(path, last, f"{name} + {method} (step {last.step})", base)
     return TrainingRun(label=name, path=path, base_model=base, curve=curve, before=before, after=after)
 
 

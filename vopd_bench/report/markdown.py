@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from vopd_bench.report.curve import CROP_DROP_PTS
 from vopd_bench.report.figures import relative_reduction
 from vopd_bench.report.load import ModelResult, TrainingRun
 from vopd_bench.report.tables import Table, gap_points, task_order
@@ -102,7 +103,13 @@ def curve_line(run: TrainingRun, data: dict[str, Any]) -> str:
         r = d["reduction"]
         g0 = "n/a" if d["gap0"] is None else f"{d['gap0']:+.1f}"
         gn = "n/a" if d["gapN"] is None else f"{d['gapN']:+.1f}"
-        bits.append(f"{t} gap {g0} → {gn} pts (relative reduction {'n/a' if r is None else format(r, '.0%')})")
+        bit = f"{t} gap {g0} → {gn} pts (relative reduction {'n/a' if r is None else format(r, '.0%')})"
+        fc, cc = d.get("full_change"), d.get("crop_change")
+        if fc is not None and cc is not None:
+            bit += f", full {fc:+.1f} pts, crop {cc:+.1f} pts"
+            if cc < -CROP_DROP_PTS:
+                bit += " -- crop accuracy fell, so the narrower gap is not a closed one"
+        bits.append(bit)
     for h, tr in data.get("holdout", {}).items():
         acc = [a for a in tr["acc"] if a == a]
         if acc:

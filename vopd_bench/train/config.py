@@ -20,6 +20,7 @@ from vopd_bench.errors import UserError
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "specs" / "trainers"
 TEACHERS = ("ema", "frozen", "live")
+OBJECTIVES = ("distill", "supervised")
 ROLLOUT_BACKENDS = ("hf", "vllm")
 LR_SCHEDULES = ("constant", "cosine")
 CROP_KEYS = ("margin", "min_side", "upscale", "resize_to")
@@ -51,13 +52,22 @@ class OPDConfig:
     train_options: dict = _f({}, "overrides of the train task's loader options (e.g. synth seed / n)")
     train_limit: int | None = _f(None, "use only the first N training prompts")
     crop: dict = _f({}, "overrides of the crop view for the teacher: margin, min_side, upscale, resize_to")
+    objective: str = _f(
+        "distill",
+        "distill (Vision-OPD: label-free) or supervised (diagnostic only: cross-entropy on the gold answers "
+        "of the same full-image prompts, the label-supervised ceiling of a distillation run)",
+    )
     # --- rollouts
     steps: int = _f(100, "optimizer steps (one per rollout batch: fully on-policy)")
     prompts_per_step: int = _f(8, "prompts per step, summed over all processes")
     rollouts_per_prompt: int = _f(4, "student samples per prompt (temperature `temperature`)")
     max_new_tokens: int = _f(24, "maximum response length of a rollout")
     temperature: float = _f(1.0, "rollout sampling temperature (1.0 = the policy itself)")
-    rollout_backend: str = _f("hf", "hf (transformers generate) or vllm (colocated engine; not implemented yet)")
+    rollout_backend: str = _f(
+        "hf", "hf (transformers generate) or vllm (an in-process vLLM engine per process, the student's weights "
+        "loaded into it after every step; full-weight training only)"
+    )
+    vllm_args: dict = _f({}, "extra vllm.LLM arguments of the colocated engine (e.g. gpu_memory_utilization: 0.3)")
     micro_batch_size: int = _f(16, "rollouts per forward/backward chunk (gradient accumulation inside a step)")
     gradient_checkpointing: bool = _f(False, "recompute activations in backward (long responses, big models)")
     # --- loss
@@ -176,7 +186,7 @@ def validate(cfg: OPDConfig) -> None:
         if is_number and (lo is not None and v < lo or hi is not None and v > hi):
             rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
             raise UserError(f"config key {f.name!r}: must be {rng}, got {v}")
-    for key, choices in (("teacher", TEACHERS), ("rollout_backend", ROLLOUT_BACKENDS), ("lr_schedule", LR_SCHEDULES)):
+    for key, choices in (("objective", OBJECTIVES), ("teacher", TEACHERS), ("rollout_backend", ROLLOUT_BACKENDS), ("lr_schedule", LR_SCHEDULES)):
         if getattr(cfg, key) not in choices:
             raise UserError(f"config key {key!r}: must be one of {', '.join(choices)}, got {getattr(cfg, key)!r}")
     for key in ("steps", "prompts_per_step", "rollouts_per_prompt", "max_new_tokens", "micro_batch_size"):

@@ -1,4 +1,5 @@
-"""Training prompts: (full image, crop image, prompt text) from any task's items. Answers are never read.
+"""Training prompts: (full image, crop image, prompt text) from any task's items. Answers are read only
+by the label-supervised diagnostic (`objective: supervised`), never by Vision-OPD.
 
 Items come from a task loader (`train_task` + `train_data`) or, with `train_task: null`, from a user
 JSONL (`id, image, question, boxes`, optionally `options`). Every item must have a region (boxes, or a
@@ -35,6 +36,7 @@ class Prompt:
     text: str
     system: str | None
     options: list[str] | None
+    target: str = ""  # the gold response; used only by `objective: supervised`
 
 
 def train_spec(cfg: OPDConfig) -> TaskSpec:
@@ -83,7 +85,13 @@ def render_prompt(item: Item, spec: TaskSpec) -> Prompt:
         crop, _ = render_view(replace(item, image=im, boxes=boxes), "crop", spec.crop)
     except (ImageError, NoBoxError, ValueError) as e:
         raise UserError(f"training item {item.id}: {e}") from None
-    return Prompt(item.id, im, crop, spec.prompt.render(item), spec.prompt.system, item.options)
+    return Prompt(item.id, im, crop, spec.prompt.render(item), spec.prompt.system, item.options, gold_response(item))
+
+
+def gold_response(item: Item) -> str:
+    """The response a label-supervised run trains on: the item's own answer sentence where the loader
+    gives one (`meta.response`, e.g. the synthetic task's "It is red. Answer: B"), else "Answer: <gold>"."""
+    return str(item.meta.get("response") or f"Answer: {item.answer}")
 
 
 def step_indices(n_items: int, step: int, per_step: int, seed: int, rank: int, world: int) -> list[int]:

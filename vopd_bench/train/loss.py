@@ -112,3 +112,14 @@ def mean_entropy(logits: torch.Tensor, mask: torch.Tensor | None = None, tempera
         return float(ent.mean())
     m = mask.to(ent.dtype)
     return float((ent * m).sum() / m.sum().clamp_min(1))
+
+
+def token_cross_entropy(
+    logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0,
+    num_tokens: float | None = None,
+) -> torch.Tensor:
+    """Summed cross-entropy of `tokens` under softmax(logits / T) on the masked positions, divided by
+    `num_tokens` (default: the mask's count). The label-supervised diagnostic's loss."""
+    nll = F.cross_entropy((logits.float() / temperature).flatten(0, 1), tokens.flatten(), reduction="none")
+    denom = float(mask.sum()) if num_tokens is None else num_tokens
+    return (nll * mask.flatten().to(nll.dtype)).sum() / max(denom, 1.0)

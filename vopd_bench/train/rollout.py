@@ -22,7 +22,6 @@ from PIL import Image
 
 from vopd_bench.backends.base import Request
 from vopd_bench.backends.hf import build_messages
-from vopd_bench.errors import UserError
 from vopd_bench.scoring import extract_choice
 from vopd_bench.train.data import Prompt
 from vopd_bench.train.policy import Policy
@@ -139,19 +138,19 @@ def sample_hf(policy: Policy, enc: Encoding, n: int, max_new_tokens: int, temper
     return Rollouts(tokens=tokens, mask=mask, texts=[t.strip() for t in texts], n=n)
 
 
-def sample_backend_check(backend: str) -> None:
-    """Fail early for a rollout backend this version cannot run."""
-    if backend != "hf":
-        raise UserError(
-            f"rollout_backend {backend!r} is not implemented yet (a colocated vLLM engine with per-step weight "
-            "sync); use rollout_backend=hf"
-        )
-
-
-def sample(policy: Policy, backend: str, enc: Encoding, n: int, max_new_tokens: int, temperature: float) -> Rollouts:
-    """Rollouts from the configured backend."""
-    sample_backend_check(backend)
-    return sample_hf(policy, enc, n, max_new_tokens, temperature)
+def gold_rollouts(policy: Policy, prompts: list[Prompt]) -> Rollouts:
+    """The prompts' gold responses (+ EOS) as one "rollout" each, for the label-supervised diagnostic."""
+    tok = policy.processor.tokenizer
+    eos = eos_ids(policy)[0]
+    seqs = [tok(p.target, add_special_tokens=False)["input_ids"] + [eos] for p in prompts]
+    width = max(len(s) for s in seqs)
+    tokens = torch.full((len(seqs), width), pad_id(policy), dtype=torch.long)
+    mask = torch.zeros_like(tokens)
+    for i, s in enumerate(seqs):
+        tokens[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+    return Rollouts(tokens=tokens.to(policy.device), mask=mask.to(policy.device),
+                    texts=[p.target for p in prompts], n=1)
 
 
 def _hf_model(model: Any) -> Any:

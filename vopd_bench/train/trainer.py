@@ -6,7 +6,9 @@ JSD(β) per response token (+ optional anchor KL(initial ‖ student) on the cro
 the global response-token count; backward in micro-batches; sum gradients over ranks; clip; AdamW;
 update the teacher. Every `eval_every` steps (and at step 0 = the base model, and at the end): an
 atomic checkpoint, a harness evaluation, one `curve.jsonl` line and a redrawn gap curve (rank 0 writes).
-Labels are never used for training.
+Labels are never used for training; the one exception is the diagnostic `objective: supervised`
+(cross-entropy on the gold answers of the same full-image prompts, same budget): the label-supervised
+ceiling a distillation run is judged against.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from vopd_bench.train.curve import (
     truncate_after,
 )
 from vopd_bench.train.data import Prompt, load_prompts, render_prompt, step_indices
-from vopd_bench.train.loss import generalized_jsd, mean_entropy
+from vopd_bench.train.loss import generalized_jsd, mean_entropy, token_cross_entropy
 from vopd_bench.train.policy import Policy, pick_device
 from vopd_bench.train.rollout import (
     Encoding,
@@ -49,9 +51,9 @@ from vopd_bench.train.rollout import (
     answer_entropy,
     completion_logits,
     encode,
+    gold_rollouts,
     row_inputs,
-    sample,
-    sample_backend_check,
+    sample_hf,
 )
 from vopd_bench.train.teacher import make_reference, make_teacher
 
@@ -99,8 +101,6 @@ class Trainer:
         self.rank, self.world = dist.rank(), dist.world_size()
         if cfg.prompts_per_step % self.world:
             raise UserError(f"prompts_per_step={cfg.prompts_per_step} must divide by the {self.world} processes")
-        if cfg.rollout_backend != "hf":
-            sample_backend_check(cfg.rollout_backend)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.spec, self.items = load_prompts(cfg)  # fails on missing boxes before any model is loaded
@@ -114,6 +114,13 @@ class Trainer:
         dist.barrier()
         resume = checkpoint.latest(self.ckpt_root)
         self.policy = Policy(cfg, self.device, resume_from=resume)
+        self.vllm = None
+        if cfg.rollout_backend == "vllm" and cfg.objective == "distill":
+            from vopd_bench.train.vllm_rollout import VLLMSampler
+
+            self.vllm = VLLMSampler(self.policy, resolve_model(cfg.model), cfg.max_pixels, cfg.vllm_args)
+            if resume is not None:
+                self.vllm.sync(self.policy)
         self.teacher = make_teacher(cfg.teacher, self.policy, cfg)
         self.reference = make_reference(self.teacher, self.policy, cfg)
         self.optimizer = torch.optim.AdamW(
@@ -212,7 +219,14 @@ class Trainer:
             crop = encode(policy, [p.crop for p in prompts], prompts)
         torch.manual_seed(step_seed(cfg.seed, step, self.rank))
         with timer("rollout"):
-            ro = sample(policy, cfg.rollout_backend, full, cfg.rollouts_per_prompt, cfg.max_new_tokens, cfg.temperature)
+            if cfg.objective == "supervised":
+                ro = gold_rollouts(policy, prompts)
+            elif self.vllm is not None:
+                ro = self.vllm.sample(prompts, cfg.rollouts_per_prompt, cfg.max_new_tokens, cfg.temperature,
+                                      step_seed(cfg.seed, step, self.rank))
+                ro.tokens, ro.mask = ro.tokens.to(self.device), ro.mask.to(self.device)
+            else:
+                ro = sample_hf(policy, full, cfg.rollouts_per_prompt, cfg.max_new_tokens, cfg.temperature)
         global_tokens = dist.all_sum(ro.num_tokens)
         sums: dict[str, float] = defaultdict(float)
         policy.model.train()
@@ -229,6 +243,9 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()
             self.teacher.update()
+        if self.vllm is not None:
+            with timer("weight_sync"):
+                self.vllm.sync(policy)
         return self._step_stats(step, sums, ro, prompts, global_tokens, float(grad_norm), lr, timer)
 
     def _micro_step(
@@ -243,14 +260,17 @@ class Trainer:
         sums: dict[str, float],
         timer: Timer,
     ) -> None:
-        """Teacher (and reference) scores on the crop, student scores on the full image, loss, backward."""
+        """Teacher (and reference) scores on the crop, student scores on the full image, loss, backward.
+        With `objective: supervised` the tokens are the gold answers and the loss is their cross-entropy."""
         cfg, policy = self.cfg, self.policy
         n_tok = float(mask.sum())
-        with timer("teacher_forward"), self.teacher.scoring() as tp:
-            t_logits = completion_logits(tp, row_inputs(tp, crop, n, rows), tokens, mask)
+        t_logits = None
+        if cfg.objective == "distill":
+            with timer("teacher_forward"), self.teacher.scoring() as tp:
+                t_logits = completion_logits(tp, row_inputs(tp, crop, n, rows), tokens, mask)
         r_logits = None
         if self.reference is not None:
-            if self.reference is self.teacher:
+            if self.reference is self.teacher and t_logits is not None:
                 r_logits = t_logits
             else:
                 with timer("reference_forward"), self.reference.scoring() as rp:
@@ -258,17 +278,21 @@ class Trainer:
         with timer("student_forward_backward"):
             s_logits = completion_logits(policy, row_inputs(policy, full, n, rows), tokens, mask)
             kw = {"temperature": cfg.loss_temperature, "top_k": cfg.top_k, "num_tokens": global_tokens}
-            jsd = generalized_jsd(s_logits, t_logits, mask, beta=cfg.beta, **kw)
-            loss = jsd
+            if t_logits is None:
+                main = token_cross_entropy(s_logits, tokens, mask, cfg.loss_temperature, global_tokens)
+            else:
+                main = generalized_jsd(s_logits, t_logits, mask, beta=cfg.beta, **kw)
+            loss = main
             if r_logits is not None:
                 sc_logits = completion_logits(policy, row_inputs(policy, crop, n, rows), tokens, mask)
                 anchor = generalized_jsd(sc_logits, r_logits, mask, beta=0.0, **kw)
                 loss = loss + cfg.anchor_weight * anchor
                 sums["anchor"] += float(anchor.detach())
             loss.backward()
-        sums["jsd"] += float(jsd.detach())
+        sums["jsd"] += float(main.detach())  # the cross-entropy, for objective: supervised
         sums["loss"] += float(loss.detach())
-        sums["teacher_entropy"] += mean_entropy(t_logits, mask) * n_tok
+        if t_logits is not None:
+            sums["teacher_entropy"] += mean_entropy(t_logits, mask) * n_tok
         sums["student_entropy"] += mean_entropy(s_logits.detach(), mask) * n_tok
 
     def _step_stats(
@@ -405,8 +429,12 @@ def _brief(tasks: dict[str, Any]) -> str:
 def run_training(cfg: OPDConfig) -> Path:
     """Train (or resume) the run described by `cfg`; returns the output directory (curve.jsonl inside)."""
     threads = torch.get_num_threads()
+    trainer = None
     try:
-        return Trainer(cfg).run()
+        trainer = Trainer(cfg)
+        return trainer.run()
     finally:
+        if trainer is not None and trainer.vllm is not None:
+            trainer.vllm.close()
         torch.set_num_threads(threads)  # `threads` applies to this run only (matters when called in-process)
         dist.shutdown()
