@@ -35,8 +35,8 @@ def ceiling_cmd(recipe: str, out: str, overrides: tuple[str, ...]) -> None:
     """Diagnostic: the label-supervised ceiling of a distillation recipe.
 
     Trains with the recipe's prompts, steps, batch, optimiser and anchor, but on the gold answers of the
-    full-image prompts (cross-entropy) instead of the crop teacher -- the best a label-free run of the
-    same budget could hope for. Never part of the demo. OVERRIDES are key=value like `vopd-bench train`.
+    full-image prompts (cross-entropy) instead of the crop teacher -- what a label-free run of the same
+    budget is judged against. Never part of the demo. OVERRIDES are key=value like `vopd-bench train`.
     """
     from vopd_bench.train import load_config, run_training
     from vopd_bench.train.curve import read_curve
