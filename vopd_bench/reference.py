@@ -3,9 +3,9 @@
 `pretrain` teaches a tiny Qwen2.5-VL (`vopd_bench.tiny`) to name the colour, shape or digit of a
 synthetic target (`vopd_bench.synth`) mostly from zoomed views -- crops rendered exactly like the
 eval's `crop` view -- and from uncluttered scenes with objects of many sizes, with only a little
-lightly-cluttered full-scene data and none at the test clutter density. The result recognises
-attributes well when the target is large and poorly when it is small among clutter, although the
-information is present at full resolution: a genuine regional-to-global gap.
+lightly-cluttered full-scene data (at most 40 strokes) and none at the gap task's density (~480
+strokes). The result recognises attributes well in a zoomed crop and poorly in the dense full scene,
+although the 16-28 px object is resolvable at full resolution: a genuine regional-to-global gap.
 
 `vopd-bench reference ceiling` is the diagnostic for that last claim: label-supervised training
 (`objective: supervised` of the Vision-OPD trainer) on the demo's full cluttered prompts with the
