@@ -25,6 +25,18 @@ from vopd_bench.train.policy import Policy, load_base
 log = logging.getLogger(__name__)
 
 
+@contextlib.contextmanager
+def _in_eval(policy: Policy) -> Iterator[None]:
+    """No grad and eval mode on the policy's model for the block; the previous mode comes back after."""
+    was_training = policy.model.training
+    policy.model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        policy.model.train(was_training)
+
+
 class Teacher:
     """Scores response tokens under some weights; `scoring()` puts those weights in place."""
 
@@ -54,13 +66,8 @@ class LiveTeacher(Teacher):
 
     @contextlib.contextmanager
     def scoring(self) -> Iterator[Policy]:
-        was_training = self.policy.model.training
-        self.policy.model.eval()
-        try:
-            with torch.no_grad():
-                yield self.policy
-        finally:
-            self.policy.model.train(was_training)
+        with _in_eval(self.policy):
+            yield self.policy
 
 
 class _ShadowPolicy:
@@ -96,17 +103,12 @@ class FrozenTeacher(Teacher):
 
     @contextlib.contextmanager
     def scoring(self) -> Iterator[Any]:
-        with torch.no_grad():
-            if self.shadow is not None:
+        if self.shadow is not None:
+            with torch.no_grad():
                 yield self.shadow
-                return
-            was_training = self.policy.model.training
-            self.policy.model.eval()
-            try:
-                with self.policy.adapter_disabled():
-                    yield self.policy
-            finally:
-                self.policy.model.train(was_training)
+            return
+        with _in_eval(self.policy), self.policy.adapter_disabled():
+            yield self.policy
 
 
 class EmaTeacher(Teacher):
@@ -137,21 +139,19 @@ class EmaTeacher(Teacher):
 
     @contextlib.contextmanager
     def scoring(self) -> Iterator[Any]:
-        with torch.no_grad():
-            if self.shadow is not None:
+        if self.shadow is not None:
+            with torch.no_grad():
                 yield self.shadow
-                return
-            was_training = self.policy.model.training
+            return
+        with _in_eval(self.policy):  # LoRA: the EMA adapter swapped in, the student's restored after
             backup = [p.detach().clone() for p in self.student]
             for p, e in zip(self.student, self.ema):
                 p.data.copy_(e)
-            self.policy.model.eval()
             try:
                 yield self.policy
             finally:
                 for p, b in zip(self.student, backup):
                     p.data.copy_(b)
-                self.policy.model.train(was_training)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {n: e.detach().cpu().contiguous() for n, e in zip(self.names, self.ema)}
