@@ -25,51 +25,6 @@ from vopd_bench.train.policy import Policy, load_base
 log = logging.getLogger(__name__)
 
 
-@contextlib.contextmanager
-def _in_eval(policy: Policy) -> Iterator[None]:
-    """No grad and eval mode on the policy's model for the block; the previous mode comes back after."""
-    was_training = policy.model.training
-    policy.model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        policy.model.train(was_training)
-
-
-class Teacher:
-    """Scores response tokens under some weights; `scoring()` puts those weights in place."""
-
-    kind = "base"
-
-    def __init__(self, policy: Policy) -> None:
-        self.policy = policy
-
-    @contextlib.contextmanager
-    def scoring(self) -> Iterator[Policy]:
-        """A policy-like object whose `forward` uses the teacher's weights (no grad inside)."""
-        with torch.no_grad():
-            yield self.policy
-
-    def update(self) -> None:
-        """Called after every optimizer step."""
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        return None
-
-
-class LiveTeacher(Teacher):
-    kind = "live"
-
-    @contextlib.contextmanager
-    def scoring(self) -> Iterator[Policy]:
-        with _in_eval(self.policy):
-            yield self.policy
-
-
 class _ShadowPolicy:
     """A second model behind the Policy interface (forward with rope reset + autocast)."""
 
@@ -92,6 +47,55 @@ class _ShadowPolicy:
             return self.model(**inputs)
 
 
+class Teacher:
+    """Scores response tokens under some weights; `scoring()` puts those weights in place.
+
+    A teacher with its own model (`shadow`) scores with it; otherwise the policy's own model scores, in
+    eval mode, inside `weights()` -- the hook a subclass overrides to swap its weights in (and back).
+    """
+
+    kind = "base"
+    shadow: _ShadowPolicy | None = None
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+
+    @contextlib.contextmanager
+    def scoring(self) -> Iterator[Any]:
+        """A policy-like object whose `forward` uses the teacher's weights (no grad inside)."""
+        if self.shadow is not None:
+            with torch.no_grad():
+                yield self.shadow
+            return
+        model = self.policy.model
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad(), self.weights():
+                yield self.policy
+        finally:
+            model.train(was_training)
+
+    def weights(self) -> contextlib.AbstractContextManager:
+        """The teacher's weights in the policy's model for the block (default: the policy's own)."""
+        return contextlib.nullcontext()
+
+    def update(self) -> None:
+        """Called after every optimizer step."""
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        return None
+
+
+class LiveTeacher(Teacher):
+    """The current student weights, stop-gradient."""
+
+    kind = "live"
+
+
 class FrozenTeacher(Teacher):
     """The initial policy: base model with the adapter off (LoRA), or a second copy of the base weights."""
 
@@ -101,14 +105,8 @@ class FrozenTeacher(Teacher):
         super().__init__(policy)
         self.shadow = None if policy.lora else _ShadowPolicy(policy, load_base(cfg, policy.device))
 
-    @contextlib.contextmanager
-    def scoring(self) -> Iterator[Any]:
-        if self.shadow is not None:
-            with torch.no_grad():
-                yield self.shadow
-            return
-        with _in_eval(self.policy), self.policy.adapter_disabled():
-            yield self.policy
+    def weights(self) -> contextlib.AbstractContextManager:
+        return self.policy.adapter_disabled()  # LoRA: the base model
 
 
 class EmaTeacher(Teacher):
@@ -138,20 +136,16 @@ class EmaTeacher(Teacher):
         torch._foreach_lerp_(self.ema, [p.detach() for p in self.student], self.rate)
 
     @contextlib.contextmanager
-    def scoring(self) -> Iterator[Any]:
-        if self.shadow is not None:
-            with torch.no_grad():
-                yield self.shadow
-            return
-        with _in_eval(self.policy):  # LoRA: the EMA adapter swapped in, the student's restored after
-            backup = [p.detach().clone() for p in self.student]
-            for p, e in zip(self.student, self.ema):
-                p.data.copy_(e)
-            try:
-                yield self.policy
-            finally:
-                for p, b in zip(self.student, backup):
-                    p.data.copy_(b)
+    def weights(self) -> Iterator[None]:
+        """LoRA: the EMA adapter swapped in, the student's restored after."""
+        backup = [p.detach().clone() for p in self.student]
+        for p, e in zip(self.student, self.ema):
+            p.data.copy_(e)
+        try:
+            yield
+        finally:
+            for p, b in zip(self.student, backup):
+                p.data.copy_(b)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {n: e.detach().cpu().contiguous() for n, e in zip(self.names, self.ema)}
