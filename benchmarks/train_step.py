@@ -1,13 +1,17 @@
-"""Step-time breakdown and peak memory of Vision-OPD training on the tiny model, full vs LoRA.
+"""Step-time breakdown and peak memory of Vision-OPD training on the tiny model, full vs LoRA, and
+full training in 2 processes as DDP vs FSDP.
 
     python benchmarks/train_step.py [--model DIR] [--steps 4] [--prompts 8] [--rollouts 4]
-                                    [--max-new-tokens 16] [--threads 2] [--modes full,lora]
+                                    [--max-new-tokens 16] [--threads 2] [--modes full,lora,ddp2,fsdp2]
 
-Each mode runs in its own process (so peak RSS is that mode's): `--steps` optimizer steps after one
-warm-up step; prints the mean seconds per phase -- encode (render + processor), rollout (HF generate),
-teacher forward (crop view), reference forward (initial policy for the anchor, when it is a separate
-model), student forward/backward (full view, + crop view with the anchor), optimizer (+ teacher update)
--- then the time to re-score one checkpoint with the harness (per eval item and view), and peak RSS.
+Each mode runs in its own process (so peak RSS is that mode's; ddp2/fsdp2: 2 processes under torchrun
+with threads/2 each, the same global batch; figures of rank 0, peak RSS the larger of the two):
+`--steps` optimizer steps after one warm-up step; prints the mean seconds per phase -- encode (render +
+processor), rollout (HF generate), teacher forward (crop view), reference forward (initial policy for the
+anchor, when it is a separate model), student forward/backward (full view, + crop view with the anchor),
+optimizer (+ teacher update) -- then the time to re-score one checkpoint with the harness (per eval item
+and view), peak RSS, and the training state one process holds (weights, gradients, AdamW state, teacher
+and reference copies: the part FSDP shards).
 """
 
 from __future__ import annotations
@@ -43,16 +47,19 @@ def worker(a: argparse.Namespace) -> dict:
     from vopd_bench.train.curve import score_checkpoint
     from vopd_bench.train.trainer import Trainer
 
+    threads = max(1, a.threads // int(os.environ.get("WORLD_SIZE", 1)))
     data = ensure_dataset(kind="clutter", n=max(64, a.prompts * (a.steps + 1)), seed=4242)
-    out = Path(tempfile.mkdtemp(prefix=f"vopd-bench-{a.worker}-"))
+    out = Path(a.out_dir)
     cfg = OPDConfig(
         model=a.model, train_task="synth", train_data=str(data), eval_tasks=["synth"], holdout_tasks=[],
         eval_data={"synth": str(data)}, eval_limit=a.eval_items, prompts_per_step=a.prompts,
         rollouts_per_prompt=a.rollouts, max_new_tokens=a.max_new_tokens, micro_batch_size=a.prompts * a.rollouts,
         steps=a.steps + 1, teacher=a.teacher, anchor_weight=a.anchor, beta=0.5, top_k=a.top_k,
-        lora=a.worker == "lora", lr=1e-4, warmup_steps=0, threads=a.threads, progress=False, out=str(out),
+        lora=a.worker == "lora", lr=1e-4, warmup_steps=0, threads=threads, progress=False, out=str(out),
+        distributed="fsdp" if a.worker == "fsdp2" else "ddp",
     )
     trainer = Trainer(cfg)
+    rank = trainer.rank
     recs = []
     for step in range(a.steps + 1):
         t0 = time.perf_counter()
@@ -65,16 +72,45 @@ def worker(a: argparse.Namespace) -> dict:
     score_checkpoint(cfg, trainer.policy, trainer.last_checkpoint, out / "eval")
     eval_s = time.perf_counter() - t0
     total, trainable = trainer.policy.num_parameters()
+    rss = [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]
+    if trainer.world > 1:
+        from vopd_bench.train import dist
+
+        rss = dist.gather_objects(rss[0])
     return {
         "mode": a.worker,
         "phases": mean,
         "step_s": sum(r["wall"] for r in timed) / len(timed),
         "response_tokens": sum(r["response_tokens"] for r in timed) / len(timed),
         "eval_s_per_item_view": eval_s / (2 * a.eval_items),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": max(rss),
+        "state_mb": state_bytes(trainer) / 2**20,
+        "rank": rank,
         "params_m": total / 1e6,
         "trainable_m": trainable / 1e6,
     }
+
+
+def state_bytes(trainer: object) -> int:
+    """Bytes of training state held by this process: its (shards of the) weights and gradients, AdamW
+    state, and the teacher's / reference's own weights or EMA tensors (each storage counted once)."""
+    import torch
+
+    from vopd_bench.train.fsdp import local
+
+    tensors = []
+    for p in trainer.policy.model.parameters():
+        tensors += [local(p.data)] + ([local(p.grad)] if p.grad is not None else [])
+    for st in trainer.optimizer.state.values():
+        tensors += [local(v) for v in st.values() if torch.is_tensor(v)]
+    for t in {id(t): t for t in (trainer.teacher, trainer.reference) if t is not None}.values():
+        if t.shadow is not None:
+            tensors += [local(p.data) for p in t.shadow.model.parameters()]
+        tensors += [local(e) for e in getattr(t, "ema", [])]
+    seen = {}
+    for x in tensors:
+        seen[x.untyped_storage().data_ptr()] = x.untyped_storage().nbytes()
+    return sum(seen.values())
 
 
 def print_table(rows: list[dict], a: argparse.Namespace) -> None:
@@ -89,6 +125,7 @@ def print_table(rows: list[dict], a: argparse.Namespace) -> None:
     print(f"{'mean response tokens':28s}" + "".join(f"{r['response_tokens']:12.1f}" for r in rows))
     print(f"{'re-scoring s / item-view':28s}" + "".join(f"{r['eval_s_per_item_view']:12.3f}" for r in rows))
     print(f"{'peak RSS (MB)':28s}" + "".join(f"{r['peak_rss_mb']:12.0f}" for r in rows))
+    print(f"{'training state / proc (MB)':28s}" + "".join(f"{r['state_mb']:12.1f}" for r in rows))
     print(f"{'params / trainable (M)':28s}" + "".join(f"{r['params_m']:6.2f}/{r['trainable_m']:5.2f}" for r in rows))
 
 
@@ -104,17 +141,25 @@ def main() -> None:
     p.add_argument("--top-k", type=int, default=100)
     p.add_argument("--eval-items", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--modes", default="full,lora")
+    p.add_argument("--modes", default="full,lora,ddp2,fsdp2")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--out-dir", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
     a.model = a.model or default_model()
     if a.worker:
-        print(json.dumps(worker(a)))
+        row = worker(a)
+        if row["rank"] == 0:
+            print(json.dumps(row))
         return
     rows = []
     for mode in a.modes.split(","):
         args = [a for a in sys.argv[1:]] + ["--worker", mode, "--model", a.model]
-        proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+        launch = [sys.executable]
+        if mode in ("ddp2", "fsdp2"):
+            launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29650"]
+        env = {**os.environ, "OMP_NUM_THREADS": str(max(1, a.threads // 2))} if len(launch) > 1 else None
+        with tempfile.TemporaryDirectory(prefix=f"vopd-bench-{mode}-") as d:
+            proc = subprocess.run([*launch, __file__, *args, "--out-dir", d], capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             sys.exit(f"{mode} failed:\n{proc.stderr[-3000:]}")
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))

@@ -91,6 +91,7 @@ def test_shipped_recipes_load_and_validate() -> None:
         ("crop.zoom=2", "'crop': unknown field(s) zoom"),
         ("rollout_backend=sglang", "'rollout_backend': must be one of hf, vllm"),
         ("objective=rl", "'objective': must be one of distill, supervised"),
+        ("distributed=zero3", "'distributed': must be one of ddp, fsdp"),
     ],
 )
 def test_bad_config_is_one_line_error(override: str, message: str, capsys: pytest.CaptureFixture) -> None:
@@ -252,6 +253,30 @@ def test_lora_two_steps(tiny_settings: dict, tmp_path: Path) -> None:
     assert changed and all(k.endswith("weight") and "norm" not in k and "embed" not in k for k in changed)
 
 
+def test_lora_merged_weights_equal_peft_merge(tiny_settings: dict) -> None:
+    """The checkpoint's merged weights (computed from a state dict, as under FSDP) = peft's own merge."""
+    pytest.importorskip("peft")
+    import copy
+
+    from vopd_bench.train.policy import Policy, merged_state_dict
+
+    cfg = OPDConfig(**{**tiny_settings, "lora": True, "lora_r": 4})
+    policy = Policy(cfg, "cpu")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in policy.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.05)  # lora_B starts at 0: make the delta non-zero
+    merged = merged_state_dict(policy.model)
+    reference = copy.deepcopy(policy.model).merge_and_unload().state_dict()
+    assert set(merged) == set(reference)
+    diffs = {k: float((merged[k] - reference[k]).abs().max()) for k in merged}
+    assert max(diffs.values()) < 1e-6
+    unmerged = {k.removeprefix("base_model.model.").replace(".base_layer.", "."): v
+                for k, v in policy.model.state_dict().items() if "lora_" not in k}
+    assert sum(not torch.equal(merged[k], unmerged[k]) for k in merged) >= 10  # the deltas were added
+
+
 def test_lora_frozen_teacher_is_the_base_model(tiny_settings: dict) -> None:
     """With LoRA the frozen teacher is the adapter-disabled model: no second copy of the weights."""
     pytest.importorskip("peft")
@@ -306,24 +331,95 @@ def test_resume_after_kill(tiny_settings: dict, tmp_path: Path) -> None:
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-1", "step-2", "step-3"]
 
 
-def test_two_processes_gloo(tiny_settings: dict, tmp_path: Path) -> None:
-    out = tmp_path / "ddp"
-    settings = {**tiny_settings, "steps": 1, "eval_every": 1, "prompts_per_step": 4, "threads": 1,
-                "holdout_tasks": []}
+def _torchrun(out: Path, settings: dict, port: int) -> None:
+    """`vopd-bench train` in 2 CPU processes (gloo); asserts it succeeded."""
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [torchrun, "--nproc_per_node", "2", "--master_port", "29533", "-m", "vopd_bench.cli", "train",
+        [torchrun, "--nproc_per_node", "2", "--master_port", str(port), "-m", "vopd_bench.cli", "train",
          "--out", str(out), *_overrides(settings)],
-        capture_output=True, text=True, timeout=240, env=env,
+        capture_output=True, text=True, timeout=300, env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert [p["step"] for p in _curve(out)] == [0, 1]
-    rec = json.loads((out / "train_log.jsonl").read_text().splitlines()[0])
+
+
+@pytest.fixture(scope="module")
+def two_process(tiny_settings: dict) -> dict:
+    """2 steps with an EMA teacher + the anchor (reference model) in 2 processes, as DDP."""
+    return {**tiny_settings, "steps": 2, "eval_every": 2, "prompts_per_step": 4, "threads": 1, "teacher": "ema",
+            "anchor_weight": 0.5, "holdout_tasks": []}
+
+
+@pytest.fixture(scope="module")
+def ddp_run(two_process: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ddp") / "run"
+    _torchrun(out, two_process, 29533)
+    return out
+
+
+def test_two_processes_gloo(ddp_run: Path) -> None:
+    assert [p["step"] for p in _curve(ddp_run)] == [0, 2]
+    rec = json.loads((ddp_run / "train_log.jsonl").read_text().splitlines()[0])
     assert len(rec["prompt_ids"]) == 4 and len(set(rec["prompt_ids"])) == 4  # each rank its own prompts
-    samples = out / "evals" / "step-1" / "samples" / "synth"
+    samples = ddp_run / "evals" / "step-2" / "samples" / "synth"
     assert sorted(p.name for p in samples.iterdir()) == ["crop.jsonl", "full.jsonl"]  # rank files merged
-    assert (out / "checkpoints" / "step-1" / "model.safetensors").is_file()
+    assert (ddp_run / "checkpoints" / "step-2" / "model.safetensors").is_file()
+
+
+def _log(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+
+
+def _assert_same_steps(a_run: Path, b_run: Path) -> None:
+    """Same prompts, rollouts, losses and entropies, step by step (the teacher and reference score alike)."""
+    a_log, b_log = _log(a_run), _log(b_run)
+    assert len(a_log) == len(b_log)
+    for a, b in zip(a_log, b_log):
+        for k in ("loss", "jsd", "anchor", "teacher_entropy", "student_entropy"):
+            assert a[k] == pytest.approx(b[k], abs=2e-6), (a["step"], k)
+        assert a["prompt_ids"] == b["prompt_ids"] and a["example"] == b["example"]
+
+
+def _max_diff(a: Path, b: Path, name: str) -> float:
+    from safetensors.torch import load_file
+
+    x, y = load_file(str(a / name)), load_file(str(b / name))
+    assert x.keys() == y.keys()
+    return max(float((x[k] - y[k]).abs().max()) for k in x)
+
+
+def test_fsdp_equals_ddp_and_resumes_exactly(two_process: dict, ddp_run: Path, tmp_path: Path) -> None:
+    """FSDP (sharded weights, gradients, Adam and EMA state) trains the same model as DDP, writes the same
+    ordinary checkpoint, and a run resumed from its step-1 checkpoint ends where the uninterrupted one does."""
+    fsdp = {**two_process, "distributed": "fsdp"}
+    _torchrun(tmp_path / "fsdp", fsdp, 29534)
+    _assert_same_steps(ddp_run, tmp_path / "fsdp")
+    ddp_ck, fsdp_ck = ddp_run / "checkpoints" / "step-2", tmp_path / "fsdp" / "checkpoints" / "step-2"
+    assert _max_diff(ddp_ck, fsdp_ck, "model.safetensors") < 1e-4  # two Adam steps amplify float-order noise
+    assert _max_diff(ddp_ck, fsdp_ck, "teacher.safetensors") < 1e-5
+    cfg = json.loads((fsdp_ck / "config.json").read_text())
+    assert cfg["architectures"] == json.loads((ddp_ck / "config.json").read_text())["architectures"]
+    assert [p["step"] for p in _curve(tmp_path / "fsdp")] == [0, 2]  # scored from the saved checkpoint
+
+    resumed = tmp_path / "resumed"
+    _torchrun(resumed, {**fsdp, "steps": 1, "eval_every": 1}, 29535)
+    _torchrun(resumed, {**fsdp, "eval_every": 1}, 29535)
+    assert [p["step"] for p in _curve(resumed)] == [0, 1, 2]
+    end = resumed / "checkpoints" / "step-2"
+    assert _max_diff(end, fsdp_ck, "model.safetensors") < 1e-6
+    assert _max_diff(end, fsdp_ck, "teacher.safetensors") < 1e-6
+
+
+def test_lora_fsdp_equals_lora_ddp(two_process: dict, tmp_path: Path) -> None:
+    """LoRA in 2 processes: the adapter starts identical on both ranks and FSDP trains what DDP trains."""
+    lora = {**two_process, "lora": True, "lora_r": 4}
+    _torchrun(tmp_path / "ddp", lora, 29536)  # DDP checks that the ranks' weights stay identical
+    _torchrun(tmp_path / "fsdp", {**lora, "distributed": "fsdp"}, 29537)
+    _assert_same_steps(tmp_path / "ddp", tmp_path / "fsdp")
+    a, b = tmp_path / "ddp" / "checkpoints" / "step-2", tmp_path / "fsdp" / "checkpoints" / "step-2"
+    assert _max_diff(a, b, "adapter/adapter_model.safetensors") < 1e-4
+    assert _max_diff(a, b, "model.safetensors") < 1e-4  # the merged weights
+    assert _max_diff(a, b, "teacher.safetensors") < 1e-5
 
 
 # ----------------------------------------------------------------------------- curve bookkeeping

@@ -118,7 +118,8 @@ def load_state(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor] | 
     """(trainer state, EMA teacher tensors or None) of a checkpoint."""
     from safetensors.torch import load_file
 
-    state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=False)
+    # mmap: the processes of a multi-process run share one page-cached copy of the (full) optimizer state
+    state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=False, mmap=True)
     teacher = load_file(str(folder / TEACHER_FILE)) if (folder / TEACHER_FILE).is_file() else None
     return state, teacher
 

@@ -22,6 +22,7 @@ RECIPE_DIR = Path(__file__).resolve().parent.parent / "specs" / "trainers"
 TEACHERS = ("ema", "frozen", "live")
 OBJECTIVES = ("distill", "supervised")
 ROLLOUT_BACKENDS = ("hf", "vllm")
+DISTRIBUTED = ("ddp", "fsdp")
 LR_SCHEDULES = ("constant", "cosine")
 CROP_KEYS = ("margin", "min_side", "upscale", "resize_to")
 # Keys that may differ when a run is resumed (they do not change what was already trained).
@@ -104,6 +105,10 @@ class OPDConfig:
     out: str | None = _f(None, "output directory (default runs/train-<recipe>)")
     seed: int = _f(0, "seed of the prompt order and the rollout sampling")
     threads: int | None = _f(None, "torch CPU threads per process (None = torch default)", lo=1)
+    distributed: str = _f(
+        "ddp", "several processes (torchrun): ddp (a full replica per process, gradients summed) or fsdp "
+        "(FSDP2: weights, gradients, optimizer and teacher state sharded across the processes)"
+    )
     progress: bool = _f(True, "show a progress bar")
     recipe: str | None = _f(None, "the recipe this config came from (set by the loader)")
 
@@ -186,7 +191,11 @@ def validate(cfg: OPDConfig) -> None:
         if is_number and (lo is not None and v < lo or hi is not None and v > hi):
             rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
             raise UserError(f"config key {f.name!r}: must be {rng}, got {v}")
-    for key, choices in (("objective", OBJECTIVES), ("teacher", TEACHERS), ("rollout_backend", ROLLOUT_BACKENDS), ("lr_schedule", LR_SCHEDULES)):
+    choice_keys = (
+        ("objective", OBJECTIVES), ("teacher", TEACHERS), ("rollout_backend", ROLLOUT_BACKENDS),
+        ("lr_schedule", LR_SCHEDULES), ("distributed", DISTRIBUTED),
+    )
+    for key, choices in choice_keys:
         if getattr(cfg, key) not in choices:
             raise UserError(f"config key {key!r}: must be one of {', '.join(choices)}, got {getattr(cfg, key)!r}")
     for key in ("steps", "prompts_per_step", "rollouts_per_prompt", "max_new_tokens", "micro_batch_size"):

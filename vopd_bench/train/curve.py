@@ -23,15 +23,35 @@ GAP_KEYS = ("value", "ci_low", "ci_high", "p_value", "n_pairs")
 
 
 def score_checkpoint(cfg: OPDConfig, policy: Any, checkpoint: str, eval_dir: Path) -> dict[str, Any]:
-    """Per-task view accuracies (and the gap) of the in-memory model, recorded as `checkpoint`."""
+    """Per-task view accuracies (and the gap) of the in-memory model, recorded as `checkpoint`.
+
+    A sharded (FSDP) policy cannot generate for one rank's items alone, so then every rank loads the saved
+    `checkpoint` folder as a full replica in the same dtype, scores its shard of the items, and frees it."""
     from vopd_bench.backends.base import BackendConfig
     from vopd_bench.backends.hf import HFBackend
-    from vopd_bench.evaluate import EvalConfig, run_eval
+    from vopd_bench.models import resolve_model
 
     dtype = str(next(policy.model.parameters()).dtype).replace("torch.", "")
-    bcfg = BackendConfig(model=checkpoint, device=policy.device, dtype=dtype, batch_size=cfg.eval_batch_size,
-                         max_pixels=cfg.max_pixels)
-    backend = HFBackend(bcfg, model=policy.model, processor=policy.processor)
+    revision = cfg.revision if checkpoint == resolve_model(cfg.model) else None  # step 0: the base model
+    bcfg = BackendConfig(model=checkpoint, revision=revision, device=policy.device, dtype=dtype,
+                         batch_size=cfg.eval_batch_size, max_pixels=cfg.max_pixels)
+    if getattr(policy, "sharded", False):
+        backend = HFBackend(bcfg, processor=policy.processor)
+    else:
+        backend = HFBackend(bcfg, model=policy.model, processor=policy.processor)
+    try:
+        return _score(cfg, bcfg, backend, eval_dir)
+    finally:
+        del backend
+        if policy.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+def _score(cfg: OPDConfig, bcfg: Any, backend: Any, eval_dir: Path) -> dict[str, Any]:
+    from vopd_bench.evaluate import EvalConfig, run_eval
+
     groups = [(cfg.eval_tasks, ["full", "crop"]), (cfg.holdout_tasks, ["full"])]
     tasks: dict[str, Any] = {}
     for names, views in groups:

@@ -1,17 +1,14 @@
 """Multi-process helpers (torchrun / accelerate launch set RANK, WORLD_SIZE, LOCAL_RANK).
 
-Data parallel: each rank samples its own prompts; after backward the gradients are summed across
-ranks (the loss is already normalised by the global token count), so every rank takes the same
-optimizer step and the weights stay identical. This is DDP's arithmetic done explicitly: a step runs
+Data parallel (`distributed: ddp`): each rank samples its own prompts; after backward the gradients are
+summed across ranks (the loss is already normalised by the global token count), so every rank takes the
+same optimizer step and the weights stay identical. This is DDP's arithmetic done explicitly: a step runs
 generate and several forwards before one backward, which DDP's reducer handles awkwardly.
+`distributed: fsdp` shards instead (`vopd_bench/train/fsdp.py`): same prompts per rank, same sums.
 
-CPU: `torchrun --nproc_per_node N -m vopd_bench.cli train ...` (gloo; tested with 2 processes).
-GPU: the same command on N GPUs uses nccl, one full replica per GPU (cuda:LOCAL_RANK). That fits
-full fine-tuning of models up to ~2B parameters on 80 GB (fp32 weights + AdamW + the EMA copy), and
-LoRA for larger ones. Sharded training (FSDP) is NOT implemented: the paper's full fine-tuning of a
-4B model on 8 GPUs needs it (wrap `Policy.model` with `torch.distributed.fsdp.fully_shard` per decoder
-layer, gather full state dicts for checkpoints and the EMA teacher, and replace `sum_gradients` by
-FSDP's own reduce-scatter).
+CPU: `torchrun --nproc_per_node N -m vopd_bench.cli train ...` (gloo; tested with 2 processes, DDP and
+FSDP). GPU: the same command on N GPUs uses nccl (cuda:LOCAL_RANK). DDP keeps a full replica per GPU
+(fp32 weights + AdamW + the EMA copy: up to ~2B parameters on 80 GB, LoRA beyond); FSDP divides that by N.
 """
 
 from __future__ import annotations

@@ -29,8 +29,14 @@ def pick_device(cfg: OPDConfig) -> str:
     return "cpu"
 
 
+def sharded(cfg: OPDConfig) -> bool:
+    """Whether models of this run are FSDP-sharded (`distributed: fsdp` with more than one process)."""
+    return cfg.distributed == "fsdp" and dist.world_size() > 1
+
+
 def load_base(cfg: OPDConfig, device: str, path: str | None = None) -> Any:
-    """The model at `path` (default: the config's model) on `device`, in the parameter dtype."""
+    """The model at `path` (default: the config's model) on `device`, in the parameter dtype; under FSDP
+    loaded on the CPU and sharded onto `device` (each process keeps its shard)."""
     from transformers import AutoModelForImageTextToText
 
     src = path or resolve_model(cfg.model)
@@ -41,7 +47,17 @@ def load_base(cfg: OPDConfig, device: str, path: str | None = None) -> Any:
         )
     except OSError as e:
         raise UserError(f"cannot load model {src!r}: {str(e).splitlines()[0]}") from None
+    if sharded(cfg):
+        return model  # the caller shards it (after adding a LoRA adapter, if any)
     return model.to(device)
+
+
+def shard(cfg: OPDConfig, model: Any, device: str, trained: bool = True) -> Any:
+    """`model` sharded across the processes (bf16 compute on CUDA with dtype auto); `trained=False` for a
+    teacher (forward only)."""
+    from vopd_bench.train import fsdp
+
+    return fsdp.shard(model, device, bf16=device.startswith("cuda") and cfg.dtype == "auto", trained=trained)
 
 
 def load_processor(cfg: OPDConfig) -> Any:
@@ -73,7 +89,11 @@ class Policy:
             self.model = load_base(cfg, device, str(resume_from) if resume_from else None)
         if cfg.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.sharded = sharded(cfg)
+        if self.sharded:
+            self.model = shard(cfg, self.model, device)
         self._rope_modules = [m for m in self.model.modules() if hasattr(m, "rope_deltas")]
+        # CUDA + dtype auto: float32 master weights, bf16 compute (autocast; under FSDP also its bf16 gathers)
         self.autocast_dtype = torch.bfloat16 if device.startswith("cuda") and cfg.dtype == "auto" else None
 
     def _lora_model(self, resume_from: Path | None) -> Any:
@@ -84,7 +104,8 @@ class Policy:
         base = load_base(self.cfg, self.device)
         if resume_from is not None:
             adapter = resume_from / ADAPTER_DIR
-            return PeftModel.from_pretrained(base, str(adapter), is_trainable=True).to(self.device)
+            model = PeftModel.from_pretrained(base, str(adapter), is_trainable=True)
+            return model if sharded(self.cfg) else model.to(self.device)
         lcfg = LoraConfig(
             r=self.cfg.lora_r,
             lora_alpha=self.cfg.lora_alpha,
@@ -130,38 +151,58 @@ class Policy:
         return total, sum(p.numel() for p in self.trainable)
 
     # ------------------------------------------------------------------ saving
-    def save(self, folder: Path) -> None:
+    def save(self, folder: Path, state: dict[str, torch.Tensor] | None = None) -> None:
         """Weights + processor, loadable by AutoModelForImageTextToText.from_pretrained(folder) (and vLLM).
 
         With LoRA the folder holds the merged weights (base + adapter delta, computed without touching
-        the live weights) and the adapter itself in `adapter/` (what a resumed run loads).
+        the live weights) and the adapter itself in `adapter/` (what a resumed run loads). `state`: the
+        model's full state dict when the live one is sharded (`full_state_dict()`, gathered by all ranks).
         """
         folder.mkdir(parents=True, exist_ok=True)
         self.processor.save_pretrained(folder)
         if not self.lora:
-            self.model.save_pretrained(folder)
+            self.model.save_pretrained(folder, state_dict=state)
             return
-        self.model.save_pretrained(folder / ADAPTER_DIR)
-        self.model.get_base_model().save_pretrained(folder, state_dict=merged_state_dict(self.model))
+        self.model.save_pretrained(folder / ADAPTER_DIR, state_dict=state)
+        self.model.get_base_model().save_pretrained(folder, state_dict=merged_state_dict(self.model, state))
+
+    def full_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """Under FSDP: the whole state dict on rank 0 (a collective: every rank calls it); else None."""
+        if not self.sharded:
+            return None
+        from vopd_bench.train import fsdp
+
+        return fsdp.full_state_dict(self.model)
 
 
-def merged_state_dict(peft_model: Any) -> dict[str, torch.Tensor]:
-    """The base model's state dict with every LoRA delta added (the adapter's own tensors left out)."""
+def merged_state_dict(peft_model: Any, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The base model's state dict with every LoRA delta (B·A·scaling) added, the adapter's tensors left out.
+    `state`: the peft model's full state dict (default: its own, when not sharded)."""
     from peft.tuners.lora import LoraLayer
+    from peft.utils import transpose
 
-    base = peft_model.get_base_model()
-    deltas = {}
+    prefix = "base_model.model."
+    state = peft_model.state_dict() if state is None else state
+    deltas: dict[str, torch.Tensor] = {}
     with torch.no_grad():
-        for name, mod in base.named_modules():
-            if isinstance(mod, LoraLayer):
-                for adapter in mod.active_adapters:
-                    if adapter in mod.lora_A:
-                        d = mod.get_delta_weight(adapter)
-                        deltas[f"{name}.weight"] = deltas.get(f"{name}.weight", 0) + d
+        for name, mod in peft_model.named_modules():
+            if not isinstance(mod, LoraLayer):
+                continue
+            for ad in mod.active_adapters:
+                if ad in mod.lora_A:
+                    a, b = state[f"{name}.lora_A.{ad}.weight"], state[f"{name}.lora_B.{ad}.weight"]
+                    d = transpose(b.float() @ a.float(), mod.fan_in_fan_out) * mod.scaling[ad]
+                elif ad in getattr(mod, "lora_embedding_A", {}):
+                    a, b = state[f"{name}.lora_embedding_A.{ad}"], state[f"{name}.lora_embedding_B.{ad}"]
+                    d = transpose(b.float() @ a.float(), True) * mod.scaling[ad]
+                else:
+                    continue
+                key = f"{name.removeprefix(prefix)}.weight"
+                deltas[key] = deltas.get(key, 0) + d
         out = {}
-        for key, value in base.state_dict().items():
+        for key, value in state.items():
             if "lora_" in key:
                 continue
-            key = key.replace(".base_layer.", ".")
-            out[key] = (value + deltas[key].to(value.dtype)) if key in deltas else value
+            key = key.removeprefix(prefix).replace(".base_layer.", ".")
+            out[key] = (value + deltas[key].to(value.device, value.dtype)) if key in deltas else value
     return out

@@ -115,8 +115,11 @@ def response_mask(tokens: torch.Tensor, eos: list[int]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample_hf(policy: Policy, enc: Encoding, n: int, max_new_tokens: int, temperature: float) -> Rollouts:
-    """n responses per prompt from HF generate (`enc` is the unrepeated full-image encoding)."""
+def sample_hf(
+    policy: Policy, enc: Encoding, n: int, max_new_tokens: int, temperature: float, synced: bool = False
+) -> Rollouts:
+    """n responses per prompt from HF generate (`enc` is the unrepeated full-image encoding). `synced`:
+    the model is sharded, so every process keeps stepping (forwards are collectives) until all are done."""
     rep = repeat_encoding(enc, n)
     policy.model.eval()
     policy.reset_rope()
@@ -129,6 +132,7 @@ def sample_hf(policy: Policy, enc: Encoding, n: int, max_new_tokens: int, temper
             pad_token_id=pad_id(policy),
             eos_token_id=eos_ids(policy),
             suppress_tokens=multimodal_token_ids(policy) or None,
+            synced_gpus=synced,
             **NEUTRAL_SAMPLING,
         )
     tokens = out[:, rep["input_ids"].shape[1] :]

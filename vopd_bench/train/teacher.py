@@ -20,7 +20,8 @@ from typing import Any
 import torch
 
 from vopd_bench.train.config import OPDConfig
-from vopd_bench.train.policy import Policy, load_base
+from vopd_bench.train.fsdp import full, load_full_tensors, local, reshard
+from vopd_bench.train.policy import Policy, load_base, shard
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class FrozenTeacher(Teacher):
 
     def __init__(self, policy: Policy, cfg: OPDConfig) -> None:
         super().__init__(policy)
-        self.shadow = None if policy.lora else _ShadowPolicy(policy, load_base(cfg, policy.device))
+        self.shadow = None if policy.lora else _ShadowPolicy(policy, second_copy(cfg, policy))
 
     def weights(self) -> contextlib.AbstractContextManager:
         return self.policy.adapter_disabled()  # LoRA: the base model
@@ -124,39 +125,55 @@ class EmaTeacher(Teacher):
             self.shadow = None
             self.ema = [p.detach().clone() for p in self.student]
         else:
-            import copy
+            if policy.sharded:  # a second sharded model (= the student at the start; a resume loads the EMA)
+                model = second_copy(cfg, policy)
+            else:
+                import copy
 
-            model = copy.deepcopy(policy.model)
+                model = copy.deepcopy(policy.model)
             self.shadow = _ShadowPolicy(policy, model)
             tparams = dict(model.named_parameters())
             self.ema = [tparams[n].data for n in self.names]
+        # the tensors the arithmetic runs on: this process's shards under FSDP, the whole tensors otherwise
+        self._ema_local = [local(e) for e in self.ema]
+        self._student_local = [local(p.data) for p in self.student]
 
     @torch.no_grad()
     def update(self) -> None:
-        torch._foreach_lerp_(self.ema, [p.detach() for p in self.student], self.rate)
+        torch._foreach_lerp_(self._ema_local, self._student_local, self.rate)
 
     @contextlib.contextmanager
     def weights(self) -> Iterator[None]:
-        """LoRA: the EMA adapter swapped in, the student's restored after."""
-        backup = [p.detach().clone() for p in self.student]
-        for p, e in zip(self.student, self.ema):
-            p.data.copy_(e)
+        """LoRA: the EMA adapter swapped in, the student's restored after (under FSDP with no gathered
+        copy of the root's weights left on either side of the swap)."""
+        backup = [p.clone() for p in self._student_local]
+        reshard(self.policy.model)
+        for p, e in zip(self._student_local, self._ema_local):
+            p.copy_(e)
         try:
             yield
         finally:
-            for p, b in zip(self.student, backup):
-                p.data.copy_(b)
+            reshard(self.policy.model)
+            for p, b in zip(self._student_local, backup):
+                p.copy_(b)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {n: e.detach().cpu().contiguous() for n, e in zip(self.names, self.ema)}
+        """The whole EMA tensors on CPU (under FSDP a collective: every process calls it)."""
+        return {n: full(e.detach()).cpu().contiguous() for n, e in zip(self.names, self.ema)}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         missing = [n for n in self.names if n not in state]
         if missing:
             raise ValueError(f"EMA teacher state lacks {len(missing)} tensor(s), e.g. {missing[0]}")
-        with torch.no_grad():
-            for n, e in zip(self.names, self.ema):
-                e.copy_(state[n].to(e.device, e.dtype))
+        load_full_tensors(self.ema, [state[n] for n in self.names])
+
+
+def second_copy(cfg: OPDConfig, policy: Policy) -> Any:
+    """The base model again, without gradients (sharded like the policy under FSDP)."""
+    model = load_base(cfg, policy.device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return shard(cfg, model, policy.device, trained=False) if policy.sharded else model
 
 
 def make_teacher(kind: str, policy: Policy, cfg: OPDConfig) -> Teacher:

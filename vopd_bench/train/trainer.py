@@ -31,7 +31,7 @@ from vopd_bench import __version__
 from vopd_bench.errors import UserError
 from vopd_bench.models import resolve_model
 from vopd_bench.rundir import append_jsonl, atomic_write_json, read_jsonl
-from vopd_bench.train import checkpoint, dist
+from vopd_bench.train import checkpoint, dist, fsdp
 from vopd_bench.train.config import RESUMABLE_CHANGES, OPDConfig, default_out
 from vopd_bench.train.curve import (
     append_point,
@@ -113,6 +113,7 @@ class Trainer:
             checkpoint.clean_partial(self.ckpt_root)
         dist.barrier()
         resume = checkpoint.latest(self.ckpt_root)
+        torch.manual_seed(cfg.seed)  # a new LoRA adapter's initialisation: reproducible, the same on every rank
         self.policy = Policy(cfg, self.device, resume_from=resume)
         self.vllm = None
         if cfg.rollout_backend == "vllm" and cfg.objective == "distill":
@@ -187,7 +188,10 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def _load(self, folder: Path) -> None:
         state, teacher_state = checkpoint.load_state(folder)
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.policy.sharded:
+            fsdp.load_full_optimizer_state(self.policy.model, self.optimizer, state["optimizer"])
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if teacher_state is not None:
             self.teacher.load_state_dict(teacher_state)
@@ -197,11 +201,19 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         folder = self.ckpt_root / f"step-{self.step}"
-        dist.check_in_sync(self.policy.trainable)
+        policy = self.policy
+        if policy.sharded:  # gather the whole weights, optimizer and teacher state to rank 0 (collectives)
+            weights = policy.full_state_dict()
+            optim = fsdp.full_optimizer_state(policy.model, self.optimizer)
+            teacher = self.teacher.state_dict()
+        else:
+            dist.check_in_sync(policy.trainable)
+            weights, optim = None, self.optimizer.state_dict()
+            teacher = self.teacher.state_dict() if dist.is_main() else {}
         if dist.is_main():
-            state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+            state = {"optimizer": optim, "scheduler": self.scheduler.state_dict()}
             folder = checkpoint.save(
-                self.ckpt_root, self.step, self.policy.save, state, self.teacher.state_dict() or None
+                self.ckpt_root, self.step, lambda f: policy.save(f, weights), state, teacher or None
             )
             checkpoint.prune(self.ckpt_root, self.cfg.keep_last)
         dist.barrier()
@@ -226,7 +238,8 @@ class Trainer:
                                       step_seed(cfg.seed, step, self.rank))
                 ro.tokens, ro.mask = ro.tokens.to(self.device), ro.mask.to(self.device)
             else:
-                ro = sample_hf(policy, full, cfg.rollouts_per_prompt, cfg.max_new_tokens, cfg.temperature)
+                ro = sample_hf(policy, full, cfg.rollouts_per_prompt, cfg.max_new_tokens, cfg.temperature,
+                               synced=policy.sharded)
         global_tokens = dist.all_sum(ro.num_tokens)
         sums: dict[str, float] = defaultdict(float)
         policy.model.train()
@@ -238,8 +251,11 @@ class Trainer:
                              global_tokens, sums, timer)
         lr = self.optimizer.param_groups[0]["lr"]
         with timer("optimizer"):
-            dist.sum_gradients(policy.trainable)
-            grad_norm = torch.nn.utils.clip_grad_norm_(policy.trainable, cfg.max_grad_norm or float("inf"))
+            if not policy.sharded:  # FSDP has already reduce-scattered (summed) the gradients
+                dist.sum_gradients(policy.trainable)
+            grad_norm = fsdp.full(
+                torch.nn.utils.clip_grad_norm_(policy.trainable, cfg.max_grad_norm or float("inf"))
+            )
             self.optimizer.step()
             self.scheduler.step()
             self.teacher.update()

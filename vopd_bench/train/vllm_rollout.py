@@ -55,11 +55,14 @@ class VLLMSampler:
     def sync(self, policy: Policy) -> None:
         """Load the policy's current weights into the engine and drop caches made with the old ones."""
         t0 = time.perf_counter()
-        weights = [(k, v.detach()) for k, v in policy.model.state_dict().items()]
+        from vopd_bench.train.fsdp import full
+
+        # whole tensors, one at a time (under FSDP each is gathered from the shards: a collective)
+        weights = ((k, full(v.detach())) for k, v in policy.model.state_dict().items())
         # the worker's in-place reload; then every cache computed with the previous weights: the encoder
         # cache on both sides (scheduler and runner -- clearing only the runner's gives "Encoder cache
         # miss"), the multimodal processor caches and the KV prefix cache
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights)})
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
         self.llm.llm_engine.reset_encoder_cache()
         self.llm.reset_mm_cache()
         self.llm.reset_prefix_cache()
