@@ -45,11 +45,11 @@ def _units(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The sub-modules that become FSDP units, innermost first (fully_shard must be applied bottom-up)."""
     hf = _root(model)
     names = set(getattr(hf, "_no_split_modules", None) or [])
-    layers = [m for m in model.modules() if type(m).__name__ in names]
-    towers = [m for n, m in model.named_modules() if n.split(".")[-1] in ("visual", "vision_tower", "vision_model")]
-    if not layers:
-        log.warning("%s declares no _no_split_modules: FSDP shards it as one unit", type(hf).__name__)
-    return layers + towers
+    units = [(n, m) for n, m in model.named_modules()
+             if type(m).__name__ in names or n.split(".")[-1] in ("visual", "vision_tower", "vision_model")]
+    if not any(type(m).__name__ in names for _, m in units):
+        log.warning("%s declares no _no_split_modules: FSDP shards its layers as one unit", type(hf).__name__)
+    return [m for _, m in sorted(units, key=lambda u: -u[0].count("."))]  # deepest first
 
 
 def shard(model: torch.nn.Module, device: str, bf16: bool = False, trained: bool = True) -> torch.nn.Module:

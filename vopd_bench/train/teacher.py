@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from vopd_bench.train import dist
 from vopd_bench.train.config import OPDConfig
 from vopd_bench.train.fsdp import full, load_full_tensors, local, reshard
 from vopd_bench.train.policy import Policy, load_base, shard
@@ -158,8 +159,14 @@ class EmaTeacher(Teacher):
                 p.copy_(b)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """The whole EMA tensors on CPU (under FSDP a collective: every process calls it)."""
-        return {n: full(e.detach()).cpu().contiguous() for n, e in zip(self.names, self.ema)}
+        """The whole EMA tensors on CPU, kept by rank 0 (under FSDP a collective: every process calls it,
+        one tensor gathered at a time)."""
+        out = {}
+        for n, e in zip(self.names, self.ema):
+            t = full(e.detach())
+            if dist.is_main():
+                out[n] = t.cpu().contiguous()
+        return out
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         missing = [n for n in self.names if n not in state]
