@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import io
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +83,73 @@ def _decode(src: Any, what: str) -> Image.Image:
         raise
     except Exception as e:  # PIL raises many types for corrupt data
         raise ImageError(f"{what}: cannot decode image ({type(e).__name__}: {e})") from None
+
+
+class ImageCache:
+    """A bounded, thread-safe LRU of decoded item images, so the views of an item decode it once.
+
+    Keyed by the image source when it is a path, bytes or base64 text (items sharing an image share the
+    entry), else by the item itself. At most `max_bytes` of pixels are kept (PIL holds RGB in 4 bytes a
+    pixel; a larger image is never kept). Failures are not cached: each miss decodes through
+    `Item.load_image`, so an undecodable image raises the same ImageError every time.
+    """
+
+    def __init__(self, max_bytes: int = 256 << 20) -> None:
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self.hits = self.misses = 0
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[Hashable, tuple[Item | None, Image.Image, int]] = OrderedDict()
+
+    @property
+    def n_images(self) -> int:
+        return len(self._entries)
+
+    def load(self, item: Item) -> Image.Image:
+        """The item's decoded RGB image, shared with the cache: callers must not modify it."""
+        key, owner = _cache_key(item)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry[0] is owner:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return entry[1]
+            self.misses += 1
+        im = item.load_image()  # outside the lock: decoding is the slow part
+        self._put(key, owner, im)
+        return im
+
+    def through(self, item: Item) -> Item:
+        """A copy of `item` whose image loads via this cache (`load_image` still returns a private copy)."""
+        return replace(item, image=lambda: self.load(item))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self.nbytes = 0
+
+    def _put(self, key: Hashable, owner: Item | None, im: Image.Image) -> None:
+        size = 4 * im.width * im.height
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self.nbytes -= old[2]
+            self._entries[key] = (owner, im, size)
+            self.nbytes += size
+            while self.nbytes > self.max_bytes:
+                _, (_, _, n) = self._entries.popitem(last=False)
+                self.nbytes -= n
+
+
+def _cache_key(item: Item) -> tuple[Hashable, Item | None]:
+    """(key, owner): the source itself where hashable and stable, else the item (kept as the entry's owner,
+    so a recycled id() never hits)."""
+    src = item.image
+    if isinstance(src, (str, bytes, Path)):
+        return (type(src).__name__, src), None
+    return ("item", id(item)), item
 
 
 def _looks_like_path(s: str) -> bool:

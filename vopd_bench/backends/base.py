@@ -60,6 +60,17 @@ class Response:
 
 
 @dataclass
+class Prepared:
+    """A batch whose model inputs were built ahead of `generate` (see `PreparingBackend`): the inputs, or
+    the exception building them raised, and the seconds it took (counted in each response's latency)."""
+
+    requests: list[Request]
+    inputs: Any = None
+    error: Exception | None = None
+    seconds: float = 0.0
+
+
+@dataclass
 class BackendConfig:
     """What selects and configures a backend (everything here is recorded in config.json, except
     secrets, which are read from the environment and never stored)."""
@@ -100,6 +111,20 @@ class Backend(Protocol):
 
     def describe(self) -> dict[str, Any]:
         """Facts that change numbers: resolved model path, revision/commit, dtype, image budget, versions."""
+        ...
+
+
+class PreparingBackend(Backend, Protocol):
+    """Optional: a backend that can build a batch's inputs (CPU work: chat template, image preprocessing)
+    apart from generating, so the harness prepares the next batch in a thread while this one generates.
+    `generate_prepared(prepare(reqs), gen)` must return exactly what `generate(reqs, gen)` would."""
+
+    def prepare(self, requests: list[Request]) -> Prepared:
+        """Build the inputs; never raises for a bad request (the error is kept in `Prepared.error`)."""
+        ...
+
+    def generate_prepared(self, prepared: Prepared, gen: GenerationKwargs) -> list[Response]:
+        """As `generate`, on prepared inputs (a failed preparation fails like `generate` would)."""
         ...
 
 

@@ -4,17 +4,29 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from typing import Any
 
 import torch
 
-from vopd_bench.backends.base import BackendConfig, GenerationKwargs, Request, Response, isolate_failures
+from vopd_bench.backends.base import (
+    BackendConfig,
+    GenerationKwargs,
+    Prepared,
+    Request,
+    Response,
+    isolate_failures,
+)
 from vopd_bench.errors import UserError
 from vopd_bench.models import fingerprint, resolve_model
 
 log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# A fast tokenizer must not be used from two threads at once (`prepare` runs in the harness's prefetch
+# thread). One lock for all backends: a processor may be shared (the trainer's), and a backend stays
+# deep-copyable (lmms-eval copies the model object).
+PROCESSOR_LOCK = threading.Lock()
 
 
 def build_messages(req: Request) -> list[dict[str, Any]]:
@@ -93,18 +105,28 @@ class HFBackend:
             "transformers": transformers.__version__,
         }
 
-    def _inputs(self, reqs: list[Request]) -> dict[str, Any]:
-        texts = [
-            self.processor.apply_chat_template(build_messages(r), add_generation_prompt=True, tokenize=False) for r in reqs
-        ]
-        images = [im for r in reqs for im in r.images] or None
-        enc = self.processor(text=texts, images=images, padding=True, return_tensors="pt")
+    def _encode(self, reqs: list[Request]) -> Any:
+        """The processor's CPU tensors for a batch (chat template, tokens, image preprocessing)."""
+        with PROCESSOR_LOCK:
+            texts = [
+                self.processor.apply_chat_template(build_messages(r), add_generation_prompt=True, tokenize=False)
+                for r in reqs
+            ]
+            images = [im for r in reqs for im in r.images] or None
+            return self.processor(text=texts, images=images, padding=True, return_tensors="pt")
+
+    def _to_device(self, enc: Any) -> dict[str, Any]:
         return {k: v.to(self.device) if hasattr(v, "to") else v for k, v in enc.items()}
 
+    def _inputs(self, reqs: list[Request]) -> dict[str, Any]:
+        """The model inputs of a batch, on the model's device."""
+        return self._to_device(self._encode(reqs))
+
     @torch.no_grad()
-    def _generate(self, reqs: list[Request], gen: GenerationKwargs) -> list[Response]:
+    def _run(self, reqs: list[Request], enc: Any, gen: GenerationKwargs, t_prep: float) -> list[Response]:
+        """Generate from encoded inputs; latency per request includes the `t_prep` seconds of encoding."""
         t0 = time.perf_counter()
-        inputs = self._inputs(reqs)
+        inputs = self._to_device(enc)
         kw: dict[str, Any] = {"max_new_tokens": gen.max_new_tokens, "pad_token_id": self.pad_id}
         if gen.greedy:
             kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
@@ -113,13 +135,40 @@ class HFBackend:
             kw.update(do_sample=True, temperature=gen.temperature, top_p=gen.top_p, top_k=None)
         out = self.model.generate(**inputs, **kw)
         new = out[:, inputs["input_ids"].shape[1] :]
-        texts = self.processor.batch_decode(new, skip_special_tokens=True)
-        dt = (time.perf_counter() - t0) / len(reqs)
+        with PROCESSOR_LOCK:
+            texts = self.processor.batch_decode(new, skip_special_tokens=True)
+        dt = (t_prep + time.perf_counter() - t0) / len(reqs)
         lens = (new != self.pad_id).sum(dim=1).tolist()
         return [Response(text=t.strip(), latency=dt, n_tokens=int(n)) for t, n in zip(texts, lens)]
 
+    def _generate(self, reqs: list[Request], gen: GenerationKwargs) -> list[Response]:
+        t0 = time.perf_counter()
+        enc = self._encode(reqs)
+        return self._run(reqs, enc, gen, time.perf_counter() - t0)
+
     def generate(self, requests: list[Request], gen: GenerationKwargs) -> list[Response]:
         return isolate_failures(self._generate, requests, gen)
+
+    def prepare(self, requests: list[Request]) -> Prepared:
+        """Encode a batch ahead of `generate_prepared` (thread-safe; keeps the error instead of raising)."""
+        t0 = time.perf_counter()
+        try:
+            enc = self._encode(requests)
+        except Exception as e:
+            return Prepared(requests, error=e, seconds=time.perf_counter() - t0)
+        return Prepared(requests, enc, seconds=time.perf_counter() - t0)
+
+    def generate_prepared(self, prepared: Prepared, gen: GenerationKwargs) -> list[Response]:
+        """As `generate(prepared.requests, gen)`: a failed batch is retried request by request."""
+
+        def run(reqs: list[Request], gen: GenerationKwargs) -> list[Response]:
+            if reqs is not prepared.requests:  # a single request, retried after the batch failed
+                return self._generate(reqs, gen)
+            if prepared.error is not None:
+                raise prepared.error
+            return self._run(reqs, prepared.inputs, gen, prepared.seconds)
+
+        return isolate_failures(run, prepared.requests, gen)
 
 
 def _hash(text: str | None) -> str | None:
