@@ -416,3 +416,20 @@ def test_bad_input_leaves_existing_report_intact(runs: dict[str, Path], report: 
     err = capsys.readouterr().err.strip()
     assert err == f"error: {msg} (Expecting property name enclosed in double quotes)"
     assert {p: p.read_bytes() for p in report.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("n, rows", [(200, 2), (100, 3)])
+def test_base_eval_and_training_step0_are_one_row(runs: dict[str, Path], tmp_path: Path, n: int, rows: int) -> None:
+    """The base model's eval run beside a training run whose step 0 repeats it (same items, same numbers) is
+    one table row and the "before" of the pair; a different n (another eval) keeps both rows."""
+    from vopd_bench.report.build import load_inputs
+
+    clutter = task((0.475, 0.38, 0.57, n), (0.965, 0.93, 0.98, n), (49.0, 42.0, 56.0, 1e-20, n))
+    clutter["views"]["masked"] = view(0.25, 0.2, 0.3, n)
+    base = write_eval_run(tmp_path / "base", "org/Tiny-VL", {"clutter": clutter,
+                                                            "holdout": task((0.90, 0.85, 0.94, n))})
+    inp = load_inputs([base, runs["train"]])
+    assert len(inp.models) == rows
+    before, after = inp.pairs[0]
+    assert after.tasks["clutter"].views["full"].accuracy == pytest.approx(0.80)
+    assert (before.path == base) == (rows == 2)

@@ -66,12 +66,38 @@ def load_inputs(run_dirs: list[Path], labels: dict[Path, str] | None = None,
         inp.pairs.append((rb, ra))
     if not inp.models:
         raise UserError("no run directory given")
+    _merge_repeated_base(inp)
     dedupe_labels(inp.models)
     for p in order:
         run = loaded[p.resolve()]
         kind = "training run " if isinstance(run, TrainingRun) else ""
         inp.described.append(f"`{run.label}` — {kind}`{p}`")
     return inp
+
+
+def _same_scores(a: ModelResult, b: ModelResult) -> bool:
+    """Whether every task/view of `a` is in `b` with the same n and accuracy (one model scored twice)."""
+    for name, task in a.tasks.items():
+        other = b.tasks.get(name)
+        if other is None:
+            return False
+        for view, st in task.views.items():
+            ob = other.views.get(view)
+            if ob is None or (ob.n, ob.accuracy) != (st.n, st.accuracy):
+                return False
+    return bool(a.tasks)
+
+
+def _merge_repeated_base(inp: Inputs) -> None:
+    """A training run's step 0 that repeats an eval run given beside it (the base model, same items, same
+    numbers) is one row, not two: the eval run stands for it, in the tables and as the "before"."""
+    from_training = {id(m) for t in inp.trainings for m in (t.before, t.after) if m is not None}
+    for tr in inp.trainings:
+        twin = next((m for m in inp.models if id(m) not in from_training and _same_scores(tr.before, m)), None)
+        if twin is None:
+            continue
+        inp.models = [m for m in inp.models if m is not tr.before]
+        inp.pairs = [(twin if b is tr.before else b, a) for b, a in inp.pairs]
 
 
 def build_report(run_dirs: list[Path], out: Path, labels: dict[Path, str] | None = None,

@@ -247,4 +247,7 @@ def table_categories(models: list[ModelResult], task: str) -> Table:
 
 
 def slug(s: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in s)
+    """A file-name stem: runs of other characters become one "_" (none at either end)."""
+    import re
+
+    return re.sub(r"[^\w.-]+", "_", s).strip("_") or "_"
