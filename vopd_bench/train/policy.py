@@ -176,33 +176,45 @@ class Policy:
 
 
 def merged_state_dict(peft_model: Any, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """The base model's state dict with every LoRA delta (B·A·scaling) added, the adapter's tensors left out.
-    `state`: the peft model's full state dict (default: its own, when not sharded)."""
+    """The base model's state dict with every LoRA delta added, the adapter's own tensors left out.
+    `state`: the peft model's full state dict gathered from the shards (FSDP); default: the live weights."""
     from peft.tuners.lora import LoraLayer
-    from peft.utils import transpose
 
     prefix = "base_model.model."
-    state = peft_model.state_dict() if state is None else state
     deltas: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for name, mod in peft_model.named_modules():
-            if not isinstance(mod, LoraLayer):
-                continue
-            for ad in mod.active_adapters:
-                if ad in mod.lora_A:
-                    a, b = state[f"{name}.lora_A.{ad}.weight"], state[f"{name}.lora_B.{ad}.weight"]
-                    d = transpose(b.float() @ a.float(), mod.fan_in_fan_out) * mod.scaling[ad]
-                elif ad in getattr(mod, "lora_embedding_A", {}):
-                    a, b = state[f"{name}.lora_embedding_A.{ad}"], state[f"{name}.lora_embedding_B.{ad}"]
-                    d = transpose(b.float() @ a.float(), True) * mod.scaling[ad]
-                else:
-                    continue
-                key = f"{name.removeprefix(prefix)}.weight"
-                deltas[key] = deltas.get(key, 0) + d
+            if isinstance(mod, LoraLayer):
+                for ad in mod.active_adapters:
+                    d = _lora_delta(mod, name, ad, state)
+                    if d is not None:
+                        key = f"{name.removeprefix(prefix)}.weight"
+                        deltas[key] = deltas.get(key, 0) + d
         out = {}
-        for key, value in state.items():
+        for key, value in (peft_model.state_dict() if state is None else state).items():
             if "lora_" in key:
                 continue
             key = key.removeprefix(prefix).replace(".base_layer.", ".")
             out[key] = (value + deltas[key].to(value.device, value.dtype)) if key in deltas else value
     return out
+
+
+def _lora_delta(mod: Any, name: str, ad: str, state: dict[str, torch.Tensor] | None) -> torch.Tensor | None:
+    """B·A·scaling of adapter `ad` of the LoRA layer `name`: peft's own formula on live weights, the same
+    formula on the gathered tensors of `state` (linear and embedding layers)."""
+    from peft.utils import transpose
+
+    if state is None:
+        return mod.get_delta_weight(ad) if ad in mod.lora_A or ad in getattr(mod, "lora_embedding_A", {}) else None
+    if ad in mod.lora_A:
+        a, b = state[f"{name}.lora_A.{ad}.weight"], state[f"{name}.lora_B.{ad}.weight"]
+        fan_in_fan_out = mod.fan_in_fan_out
+    elif ad in getattr(mod, "lora_embedding_A", {}):
+        a, b = state[f"{name}.lora_embedding_A.{ad}"], state[f"{name}.lora_embedding_B.{ad}"]
+        fan_in_fan_out = True
+    else:
+        return None
+    if a.dim() != 2:
+        raise UserError(f"LoRA on {type(mod).__name__} ({name}) cannot be merged from a sharded model; "
+                        "target linear layers (lora_target_modules) or use distributed=ddp")
+    return transpose(b.float() @ a.float(), fan_in_fan_out) * mod.scaling[ad]
