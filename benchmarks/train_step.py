@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 PHASES = ("encode", "rollout", "teacher_forward", "reference_forward", "student_forward_backward", "optimizer")
 
@@ -91,7 +92,7 @@ def worker(a: argparse.Namespace) -> dict:
     }
 
 
-def state_bytes(trainer: object) -> int:
+def state_bytes(trainer: Any) -> int:
     """Bytes of training state held by this process: its (shards of the) weights and gradients, AdamW
     state, and the teacher's / reference's own weights or EMA tensors (each storage counted once)."""
     import torch

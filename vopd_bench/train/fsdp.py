@@ -35,12 +35,6 @@ def full(t: torch.Tensor) -> torch.Tensor:
     return t.full_tensor() if hasattr(t, "full_tensor") else t
 
 
-def is_sharded(model: torch.nn.Module) -> bool:
-    from torch.distributed.fsdp import FSDPModule
-
-    return isinstance(_root(model), FSDPModule)
-
-
 def _units(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The sub-modules that become FSDP units, innermost first (fully_shard must be applied bottom-up)."""
     hf = _root(model)
@@ -87,9 +81,11 @@ def _root(model: torch.nn.Module) -> torch.nn.Module:
 
 def reshard(model: torch.nn.Module) -> None:
     """Drop the gathered copy of the root's weights (before changing the shards in place)."""
+    from torch.distributed.fsdp import FSDPModule
+
     root = _root(model)
-    if is_sharded(root):
-        root.reshard()  # type: ignore[operator]
+    if isinstance(root, FSDPModule):
+        root.reshard()
 
 
 def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
