@@ -212,12 +212,29 @@ def test_hf_backend_stays_deep_copyable(hf, tmp_path):
     assert _strip(twin.generate_prepared(twin.prepare(reqs), gen)) == _strip(hf.generate(reqs, gen))
 
 
-def test_prefetch_auto_is_off_for_a_model_on_this_cpu_and_on_otherwise(hf, tmp_path):
-    """Measured on 2 cores: a prefetch thread only competes with a CPU generate (wall ratio >= 1.0)."""
+def test_prefetch_auto_is_off_for_a_model_on_a_cpu_without_a_spare_core(hf, tmp_path, monkeypatch):
+    """Measured on 2 cores: a prefetch thread only competes with a CPU generate that uses both (wall ratio
+    >= 1.0); with torch on one core it hides the CPU work (wall ratio < 1)."""
+    import os
+
+    import torch
+
     data, spec = make_dataset(tmp_path / "fx", n=2)
     cfg = E.EvalConfig(tasks=[str(spec)], data={str(spec): str(data)}, out=str(tmp_path / "a"), progress=False,
                        backend=hf.cfg)
     assert cfg.prefetch is None
-    assert E.Evaluator(cfg, hf).prefetch is False  # hf.device == "cpu"
     assert E.Evaluator(cfg, FakeBackend()).prefetch is True  # no local device (e.g. a server)
     assert E.Evaluator(E.EvalConfig(**{**cfg.__dict__, "prefetch": True}), hf).prefetch is True
+    assert hf.device == "cpu"
+    cores = len(os.sched_getaffinity(0))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(cores)  # torch on every core: nothing to spare
+        assert E.Evaluator(cfg, hf).prefetch is False
+        if cores >= 2:
+            torch.set_num_threads(cores - 1)
+            assert E.Evaluator(cfg, hf).prefetch is True
+            monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two ranks on this machine: the other rank's threads
+            assert E.Evaluator(cfg, hf).prefetch is (cores > 2 * (cores - 1))
+    finally:
+        torch.set_num_threads(threads)

@@ -8,7 +8,9 @@ import threading
 import time
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 
 from vopd_bench.backends.base import (
     BackendConfig,
@@ -38,6 +40,27 @@ def build_messages(req: Request) -> list[dict[str, Any]]:
         msgs.append({"role": "system", "content": [{"type": "text", "text": req.system}]})
     msgs.append({"role": "user", "content": content})
     return msgs
+
+
+def _torchvision_backed(processor: Any) -> bool:
+    """Whether the image processor works on torch tensors (transformers' torchvision / "fast" processors)."""
+    ip = getattr(processor, "image_processor", None)
+    return any(c.__name__ in ("TorchvisionBackend", "BaseImageProcessorFast") for c in type(ip).__mro__)
+
+
+def processor_images(processor: Any, images: list[Image.Image]) -> list[Any]:
+    """The images as the processor takes them fastest, with the same pixel values.
+
+    A torchvision-backed image processor converts each PIL image to a uint8 CHW tensor itself, after an
+    RGB->RGB copy and a byte-string round trip; handing it the tensor skips both (measured: a third of
+    its time on 224-pixel images, bit-identical `pixel_values`). Other processors, and images that are not
+    plain RGB, get the PIL image as before."""
+    if not _torchvision_backed(processor):
+        return list(images)
+    return [
+        torch.from_numpy(np.array(im)).permute(2, 0, 1) if isinstance(im, Image.Image) and im.mode == "RGB" else im
+        for im in images
+    ]
 
 
 def set_image_budget(processor: Any, min_pixels: int | None, max_pixels: int | None) -> dict[str, int | None]:
@@ -112,7 +135,7 @@ class HFBackend:
                 self.processor.apply_chat_template(build_messages(r), add_generation_prompt=True, tokenize=False)
                 for r in reqs
             ]
-            images = [im for r in reqs for im in r.images] or None
+            images = processor_images(self.processor, [im for r in reqs for im in r.images]) or None
             return self.processor(text=texts, images=images, padding=True, return_tensors="pt")
 
     def _to_device(self, enc: Any) -> dict[str, Any]:

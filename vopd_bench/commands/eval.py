@@ -70,6 +70,9 @@ def default_out(model: str, backend: str) -> str:
 @click.option("--max-retries", type=int, default=5, show_default=True, help="openai backend: retries on 429/5xx/timeouts.")
 @click.option("--tp", "tensor_parallel", type=int, default=1, show_default=True, help="vllm backend: tensor parallel size.")
 @click.option("--vllm-arg", "vllm_args", multiple=True, help="vllm backend: engine argument KEY=VALUE (repeatable), e.g. max_model_len=8192.")
+@click.option("--prefetch", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="Prepare the next batch while one generates (speed only). auto: on unless the model runs on "
+              "this CPU with no core to spare beyond torch's threads.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def command(**kw) -> None:
     """Score MODEL on TASKs, full image vs crop; write a run directory and print the gap table."""
@@ -107,6 +110,7 @@ def command(**kw) -> None:
         crop=crop,
         overwrite=kw["overwrite"],
         progress=not kw["quiet"],
+        prefetch={"auto": None, "on": True, "off": False}[kw["prefetch"]],
     )
     results = run_eval(cfg)
     from vopd_bench.evaluate import dist_info

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from vopd_bench.backends.base import Request
-from vopd_bench.backends.hf import build_messages
+from vopd_bench.backends.hf import build_messages, processor_images
 from vopd_bench.scoring import extract_choice
 from vopd_bench.train.data import Prompt
 from vopd_bench.train.policy import Policy
@@ -66,7 +66,7 @@ def encode(policy: Policy, images: list[Image.Image], prompts: list[Prompt]) -> 
         )
         for p, im in zip(prompts, images)
     ]
-    enc = proc(text=texts, images=images, padding=True, return_tensors="pt")
+    enc = proc(text=texts, images=processor_images(proc, images), padding=True, return_tensors="pt")
     return {k: v.to(policy.device) if hasattr(v, "to") else v for k, v in enc.items()}
 
 
