@@ -81,3 +81,27 @@ def test_errors_excluded_from_accuracy_and_counted():
     recs[2]["error"] = "cannot decode image"
     v = view_stats(recs)
     assert v["n"] == 2 and v["accuracy"] == 1.0 and v["errors"] == 1
+
+
+def test_average_over_tasks_says_how_many_tasks_each_mean_covers():
+    from vopd_bench.results import average
+    from vopd_bench.summary import results_table
+
+    def task(full, crop=None, gap=None):
+        views = {"full": {"n": 10, "accuracy": full, "ci_low": 0.0, "ci_high": 1.0, "parse_failures": 0, "errors": 0}}
+        if crop is not None:
+            views["crop"] = {**views["full"], "accuracy": crop}
+        return {"views": views, "gap": None if gap is None else {"value": gap, "ci_low": 0.0, "ci_high": 1.0, "p_value": 0.5}}
+
+    tasks = {"a": task(0.5, 0.9, 40.0), "b": task(1.0)}  # b: a held-out task without a crop view
+    avg = average(tasks)
+    assert avg["views"]["full"] == {"accuracy": 0.75, "n_tasks": 2}
+    assert avg["views"]["crop"] == {"accuracy": 0.9, "n_tasks": 1}
+    assert avg["gap"] == {"value": 40.0, "n_tasks": 1}
+    from rich.console import Console
+
+    console = Console(width=300, record=True)
+    console.print(results_table({"tasks": tasks, "average": avg}))
+    row = [ln for ln in console.export_text().splitlines() if "average" in ln][0]
+    assert "75.0 " in row and "(2 of" not in row  # the full mean covers every task
+    assert "90.0 (1 of 2 tasks)" in row and "+40.0 (1 of 2 tasks)" in row

@@ -46,10 +46,15 @@ def results_table(results: dict[str, Any], title: str = "Regional-to-global gap"
         err = sum(s["errors"] for s in t["views"].values())
         table.add_row(name, str(n), *cells, gap, _p(g.get("p_value")), str(pf), str(err))
     if len(results["tasks"]) > 1:
-        avg = results["average"]
-        cells = [_pct(avg["views"].get(v, {}).get("accuracy")) for v in views]
+        avg, n_tasks = results["average"], len(results["tasks"])
+
+        def of(s: dict[str, Any] | None, text: str) -> str:  # say so when a mean is over fewer than all tasks
+            k = (s or {}).get("n_tasks", n_tasks)
+            return text if k == n_tasks or text == "–" else f"{text} ({k} of {n_tasks} tasks)"
+
+        cells = [of(avg["views"].get(v), _pct(avg["views"].get(v, {}).get("accuracy"))) for v in views]
         g = avg.get("gap")
-        table.add_row("average", "", *cells, "–" if not g else f"{g['value']:+.1f}", "", "", "", style="bold")
+        table.add_row("average", "", *cells, "–" if not g else of(g, f"{g['value']:+.1f}"), "", "", "", style="bold")
     return table
 
 
