@@ -64,7 +64,7 @@ def test_greedy_answers_match_hf(engine, hf, requests) -> None:
 
 def _hf_tokens(hf, req: Request, n: int) -> tuple[list[int], list[float], int]:
     """HF greedy token ids (up to and including EOS), their log-probs, and the prompt length."""
-    inputs = hf._inputs([req])
+    inputs = hf._to_device(hf._encode([req]))
     with torch.no_grad():
         g = hf.model.generate(**inputs, do_sample=False, max_new_tokens=n, output_logits=True,
                               return_dict_in_generate=True, pad_token_id=hf.pad_id,

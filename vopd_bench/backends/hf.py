@@ -141,10 +141,6 @@ class HFBackend:
     def _to_device(self, enc: Any) -> dict[str, Any]:
         return {k: v.to(self.device) if hasattr(v, "to") else v for k, v in enc.items()}
 
-    def _inputs(self, reqs: list[Request]) -> dict[str, Any]:
-        """The model inputs of a batch, on the model's device."""
-        return self._to_device(self._encode(reqs))
-
     @torch.no_grad()
     def _run(self, reqs: list[Request], enc: Any, gen: GenerationKwargs, t_prep: float) -> list[Response]:
         """Generate from encoded inputs; latency per request includes the `t_prep` seconds of encoding."""
