@@ -51,7 +51,7 @@ def write_eval_run(d: Path, model: str, tasks: dict[str, dict[str, Any]], max_pi
         for v, s in tv["views"].items():
             p = d / "samples" / t / f"{v}.jsonl"
             p.parent.mkdir(parents=True, exist_ok=True)
-            rows = [{"id": f"q{i}", "view": v, "answer": "A", "parsed": "A", "correct": i < s["accuracy"] * s["n"],
+            rows = [{"id": f"q{i}", "view": v, "answer": "A", "parsed": "A", "correct": i < round(s["accuracy"] * s["n"]),
                      "error": None} for i in range(s["n"])]
             p.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return d
@@ -219,14 +219,16 @@ def test_before_after_and_curve_figures(runs: dict[str, Path], tmp_path: Path) -
     assert data["reduction"] == pytest.approx([34 / 49])
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.texts] == ["+49.0", "+15.0"]
-    assert ax.get_xticklabels()[0].get_text() == "clutter\n(gap −69%)"
+    assert ax.get_xticklabels()[0].get_text() == "clutter\n(gap −69%)\nclosed +66%"  # (80 − 47.5) / (96.5 − 47.5)
+    assert data["closure"][0].value == pytest.approx(32.5 / 49) and data["closure"][0].ci_low is None  # no samples
 
     with paper_style():
         fig, cd = plot_curve(read_curve(runs["train"] / "curve.jsonl"))
     c = cd["tasks"]["clutter"]
     assert c["steps"] == [0, 50, 100]
     assert c["full"] == pytest.approx([47.5, 60.0, 80.0]) and c["gap"] == pytest.approx([49.0, 36.0, 15.0])
-    assert c["reduction"] == pytest.approx(34 / 49) and c["note"] == "gap +49.0 → +15.0 pts\nreduction 69%\nfull +32.5, crop −1.5 pts"
+    assert c["reduction"] == pytest.approx(34 / 49)
+    assert c["note"] == "gap +49.0 → +15.0 pts\nreduction 69%\nclosed +66%\nfull +32.5, crop −1.5 pts"
     assert cd["holdout"]["holdout"]["acc"] == pytest.approx([90.0, 90.0, 89.0])
     gap_ax = fig.axes[1]
     assert c["note"] in [t.get_text() for t in gap_ax.texts]
@@ -311,7 +313,9 @@ def test_report_md_and_cli(runs: dict[str, Path], tmp_path: Path, capsys: pytest
     assert "report:" in capsys.readouterr().out
     md = (out / "report.md").read_text()
     assert "Before / after: Base → ModelB" in md
-    assert "Base → ModelB: gap vstar +30.0 → +20.0 pts (reduction 33%); hrbench +10.0 → +20.0 pts (reduction -100%)." in md
+    # gap closed from the items of both runs: vstar (65 − 50) / (80 − 50), hrbench (55 − 60) / (70 − 60)
+    assert "Base → ModelB: gap vstar +30.0 → +20.0 pts (reduction 33%; gap closed +50% [" in md
+    assert "; hrbench +10.0 → +20.0 pts (reduction -100%; gap closed −50% [" in md and "†" not in md
     assert "Image budget Base: 3,136–1,003,520 px; ModelB: 3,136–200,704 px" in md
     assert "margin 0.5, min side 32 px, upscale 2.0×" in md
     assert "n per task: vstar 100, hrbench 100, holdout 100" in md
@@ -328,7 +332,8 @@ def test_full_report_sections(report: Path) -> None:
     md = (report / "report.md").read_text()
     for s in ("## Regional-to-global gap across models", "## Tables", "## Before / after: Tiny-VL → Tiny-VL + Vision-OPD",
               "## Gap-reduction curve: Tiny-VL", "## Per-category breakdown: vstar", "## Per-category breakdown: clutter",
-              "clutter gap +49.0 → +15.0 pts (relative reduction 69%), full +32.5 pts, crop -1.5 pts; holdout accuracy 90.0 → 89.0%"):
+              "clutter gap +49.0 → +15.0 pts (relative reduction 69%; gap closed +66%), full +32.5 pts, crop -1.5 pts; "
+              "holdout accuracy 90.0 → 89.0%"):
         assert s in md
     cat = _md_rows(report / "tables" / "categories_vstar.md")
     assert cat["colour"] == ["40.0", "90.0", "+50.0"] and cat["shape"] == ["60.0", "70.0", "+10.0"]

@@ -105,3 +105,35 @@ def test_average_over_tasks_says_how_many_tasks_each_mean_covers():
     row = [ln for ln in console.export_text().splitlines() if "average" in ln][0]
     assert "75.0 " in row and "(2 of" not in row  # the full mean covers every task
     assert "90.0 (1 of 2 tasks)" in row and "+40.0 (1 of 2 tasks)" in row
+
+
+def test_gap_closure_against_a_direct_computation():
+    """Value by hand; CI against a plain-Python bootstrap of the same definition (its own random draws)."""
+    import random
+
+    from vopd_bench.stats import gap_closure
+
+    # 60 items: step 0 full 31, crop 59 correct; step N full 14 -> (14 - 31) / (59 - 31) = -17/28
+    f0 = [1] * 31 + [0] * 29
+    c0 = [1] * 59 + [0]
+    f1 = [1] * 10 + [0] * 21 + [1] * 4 + [0] * 25
+    value, lo, hi = gap_closure(f0, c0, f1)
+    assert value == pytest.approx(-17 / 28)
+    rnd, draws = random.Random(7), []
+    for _ in range(4000):
+        idx = [rnd.randrange(60) for _ in range(60)]
+        den = sum(c0[i] - f0[i] for i in idx)
+        draws.append(sum(f1[i] - f0[i] for i in idx) / den)
+    draws.sort()
+    assert lo == pytest.approx(draws[100], abs=0.04) and hi == pytest.approx(draws[3899], abs=0.04)
+    assert lo < value < hi < 0  # the full view got worse, and the whole CI says so
+    # one item per group: the clustered bootstrap is the item bootstrap
+    assert gap_closure(f0, c0, f1, groups=[f"g{i}" for i in range(60)]) == (value, lo, hi)
+    # the full view reaching the crop closes the whole gap; no change closes none (a degenerate CI)
+    assert gap_closure(f0, c0, c0)[0] == pytest.approx(1.0)
+    assert gap_closure(f0, c0, f0) == (0.0, 0.0, 0.0)
+    # no positive base gap: undefined
+    assert all(math.isnan(x) for x in gap_closure(c0, f0, f1))
+    assert all(math.isnan(x) for x in gap_closure([], [], []))
+    with pytest.raises(ValueError, match="differ in length"):
+        gap_closure(f0, c0, f1[:-1])

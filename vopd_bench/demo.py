@@ -76,6 +76,56 @@ def full_gain(first: dict[str, Any], last: dict[str, Any], task: str, view: str 
     return {"gain": gain, "p_value": mcnemar_exact(up, down), "n": len(ids), "improved": up, "worsened": down}
 
 
+def closure_of(train_dir: Path, first: dict[str, Any], last: dict[str, Any], task: str) -> dict[str, Any] | None:
+    """The gap closure of `task` from `first` to `last` as curve.jsonl records it (computed for older curves)."""
+    from vopd_bench.train.curve import closure_block
+
+    return last["tasks"][task].get("closure") or closure_block(first, last, task, train_dir)
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def summary_lines(train_dir: Path) -> list[str]:
+    """One line per task of a training run, step 0 -> last step: accuracies and, for a gap task, the gap with its
+    relative reduction beside the share of the base gap closed by the full view (95% CI) and the paired full-image
+    gain;
+    then a COLLAPSE line when crop or holdout accuracy fell more than `collapse_warn_points` below step 0."""
+    from vopd_bench.report.load import collapse_threshold, read_json
+    from vopd_bench.train.curve import accuracies, accuracy_drops, read_curve
+
+    curve = read_curve(train_dir / "curve.jsonl")
+    first, last = curve[0], curve[-1]
+    lines = []
+    for task, t in last["tasks"].items():
+        if task not in first["tasks"]:
+            continue
+        views = "  ".join(
+            f"{v} {100 * first['tasks'][task]['views'][v]['accuracy']:.1f} -> {100 * s['accuracy']:.1f}"
+            for v, s in t["views"].items()
+        )
+        line = f"{task}: step {first['step']} -> {last['step']}: {views}"
+        g0, g1 = (first["tasks"][task].get("gap") or {}).get("value"), (t.get("gap") or {}).get("value")
+        c = closure_of(train_dir, first, last, task) if "gap" in t else None
+        if c is not None and g0 is not None and g1 is not None:
+            red = "n/a" if c.get("gap_reduction") is None else f"{100 * c['gap_reduction']:.0f}%"
+            ci = f" [{_pct(c['ci_low'])}, {_pct(c['ci_high'])}]" if c.get("ci_low") is not None else ""
+            line += (f"  gap {g0:+.1f} -> {g1:+.1f} pts (relative reduction {red}); "
+                     f"gap closed by the full view {_pct(c.get('value'))}{ci}")
+            g = full_gain(first, last, task)
+            line += f"; full-image gain {g['gain']:+.1f} pts, McNemar p = {g['p_value']:.2g} (n = {g['n']})"
+        lines.append(line)
+    config = train_dir / "config.json"
+    threshold = collapse_threshold(read_json(config) if config.is_file() else None)
+    drops = accuracy_drops(accuracies(first), accuracies(last), threshold)
+    if drops:
+        what = ", ".join(f"{t} {v} {a:.1f} -> {b:.1f}" for t, v, a, b in drops)
+        lines.append(f"COLLAPSE at step {last['step']}: {what} (more than {threshold:g} points below step "
+                     f"{first['step']}): the narrower gap is not a closed one")
+    return lines
+
+
 def run_demo(cfg: DemoConfig, on_base: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run the three stages (`on_base` sees the base results as soon as they exist); returns
     {base results, train dir, report path, seconds per stage}."""

@@ -12,9 +12,17 @@ from pathlib import Path
 
 from vopd_bench.errors import UserError
 from vopd_bench.report import markdown
+from vopd_bench.report.closure import DEFINITION
 from vopd_bench.report.curve import plot_curve
 from vopd_bench.report.figures import paper_style, plot_before_after, plot_categories, plot_gap_models, save
-from vopd_bench.report.load import ModelResult, TrainingRun, dedupe_labels, load_run
+from vopd_bench.report.load import (
+    ModelResult,
+    TrainingRun,
+    collapse_reasons,
+    collapse_threshold,
+    dedupe_labels,
+    load_run,
+)
 from vopd_bench.report.tables import (
     gap_tasks,
     slug,
@@ -64,6 +72,9 @@ def load_inputs(run_dirs: list[Path], labels: dict[Path, str] | None = None,
             raise UserError(f"--before/--after take eval run dirs; {b if isinstance(rb, TrainingRun) else a} is a "
                             "training dir (its before/after is drawn from curve.jsonl anyway)")
         inp.pairs.append((rb, ra))
+        if not ra.collapse:
+            ra.collapse_threshold = collapse_threshold()
+            ra.collapse = collapse_reasons(rb, ra, ra.collapse_threshold)
     if not inp.models:
         raise UserError("no run directory given")
     _merge_repeated_base(inp)
@@ -165,16 +176,20 @@ def _render(inp: Inputs, root: Path) -> str:
             sections.append(markdown.Section(
                 f"Before / after: {b.label} → {a.label}", f"figures/{stem}.png", f"figures/{stem}.pdf",
                 "Gap (crop − full, points, 95% CI) before and after distillation; below each task, the relative "
-                "change of the gap.", lines=[markdown.pair_line(b, a)]))
+                f"change of the gap and the gap closed, where {DEFINITION}. A dagger marks a collapsed model "
+                "(footnote).",
+                lines=[markdown.pair_line(b, a)]))
 
         for run in inp.trainings:
             stem = name(f"curve_{slug(run.label)}")
-            fig, data = plot_curve(run.curve)
+            fig, data = plot_curve(run.curve, run.collapse_threshold)
             save(fig, figs / stem)
             sections.append(markdown.Section(
                 f"Gap-reduction curve: {run.label}", f"figures/{stem}.png", f"figures/{stem}.pdf",
                 "Full, crop and holdout accuracy and the gap versus training step (bands: 95% CIs); relative "
-                "gap reduction = (gap₀ − gap_N) / gap₀.", lines=[markdown.curve_line(run, data)]))
+                f"gap reduction = (gap₀ − gap_N) / gap₀, beside the gap closed, where {DEFINITION}. A dagger marks a "
+                f"step whose crop or holdout accuracy fell more than {run.collapse_threshold:g} points below step 0.",
+                lines=[markdown.curve_line(run, data)]))
 
         for task in task_order(models):
             if not any(task in m.tasks and m.tasks[task].categories for m in models):

@@ -1,5 +1,6 @@
 """The gap-reduction curve of a training run: full, crop and holdout accuracy and the gap versus
-training step, with 95% CI bands and the relative gap reduction (gap0 − gapN) / gap0.
+training step, with 95% CI bands, the relative gap reduction (gap0 − gapN) / gap0 and the share of the
+base gap the full view closed; points whose crop or holdout accuracy collapsed carry a dagger.
 
 `draw_curve(curve_jsonl, out_stem)` is what the trainer calls after each scored checkpoint.
 """
@@ -16,18 +17,21 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from vopd_bench.report.closure import closure_text, curve_closure
 from vopd_bench.report.figures import (
     COLORS,
     NAMES,
     PAGE_IN,
+    add_footnote,
     new_figure,
     paper_style,
-    relative_reduction,
     save,
     signed,
 )
-from vopd_bench.report.load import CurvePoint, is_holdout, read_curve
-from vopd_bench.report.tables import gap_points
+from vopd_bench.report.load import CurvePoint, collapse_threshold, is_holdout, read_curve, read_json
+from vopd_bench.report.tables import DAGGER, gap_points
+from vopd_bench.stats import relative_reduction
+from vopd_bench.train.curve import accuracy_drops
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +92,26 @@ def _line(ax: Any, tr: dict[str, list[float]], key: str, color: str, label: str,
         ax.fill_between(x, lo, hi, color=color, alpha=0.18, linewidth=0, zorder=2)
 
 
-def plot_curve(curve: list[CurvePoint]) -> tuple[Figure, dict[str, Any]]:
-    """One row per gap task: [accuracy vs step (full, crop, holdout), gap vs step]."""
+def collapsed_points(curve: list[CurvePoint], threshold: float) -> dict[int, list[str]]:
+    """step -> `task view then → now` for each point whose crop (holdout: full) accuracy fell more than
+    `threshold` points below the first point's."""
+
+    def acc(p: CurvePoint) -> dict[str, dict[str, float | None]]:
+        return {t: {v: s.accuracy for v, s in b.views.items()} for t, b in p.tasks.items()}
+
+    out = {}
+    for p in curve[1:]:
+        drops = accuracy_drops(acc(curve[0]), acc(p), threshold)
+        if drops:
+            out[p.step] = [f"{t} {v} {a:.1f} → {b:.1f}" for t, v, a, b in drops]
+    return out
+
+
+def plot_curve(curve: list[CurvePoint], threshold: float | None = None) -> tuple[Figure, dict[str, Any]]:
+    """One row per gap task: [accuracy vs step (full, crop, holdout), gap vs step]. Points more than `threshold`
+    points (default: the trainer's `collapse_warn_points`) below step 0 on crop or holdout carry a dagger."""
+    threshold = collapse_threshold() if threshold is None else threshold
+    collapsed = collapsed_points(curve, threshold)
     gap, hold = curve_tasks(curve)
     rows = gap or [None]
     fig = new_figure(PAGE_IN, 0.4 + 2.15 * len(rows))
@@ -117,12 +139,18 @@ def plot_curve(curve: list[CurvePoint]) -> tuple[Figure, dict[str, Any]]:
         gt = _gap_track(curve, task)
         ax = axes[r, 1]
         _line(ax, gt, "gap", COLORS["gap"], "Gap (crop − full)")
+        for step, g in zip(steps, gt["gap"], strict=True):
+            if step in collapsed and not np.isnan(g):
+                ax.annotate(DAGGER, (step, g), xytext=(0, 3), textcoords="offset points", ha="center", va="bottom",
+                            fontsize=8, color=COLORS["gap"])
         ax.axhline(0, color=COLORS["zero"], linewidth=0.6, zorder=1)
         g0, gn = _first_last(gt["gap"])
         crop_change = _change(crop["acc"])
+        closure = curve_closure(curve[0], curve[-1], task) if len(steps) > 1 else None
         if len(steps) > 1:
             red = relative_reduction(g0, gn)
-            note = f"gap {_pts(g0)} → {_pts(gn)} pts\nreduction {'n/a' if red is None else format(red, '.0%')}"
+            note = f"gap {_pts(g0)} → {_pts(gn)} pts{DAGGER if steps[-1] in collapsed else ''}"
+            note += f"\nreduction {'n/a' if red is None else format(red, '.0%')}\nclosed {closure_text(closure)}"
             note += f"\nfull {_pts(_change(full['acc']))}, crop {_pts(crop_change)} pts"
             if crop_change is not None and crop_change < -CROP_DROP_PTS:
                 note += "\ncrop fell: not a closed gap"
@@ -139,7 +167,7 @@ def plot_curve(curve: list[CurvePoint]) -> tuple[Figure, dict[str, Any]]:
         ax.grid(True, axis="both")
         data["tasks"][task] = {"steps": steps, "full": full["acc"], "crop": crop["acc"], "gap": gt["gap"],
                                "gap_ci": list(zip(gt["lo"], gt["hi"], strict=True)), "gap0": g0, "gapN": gn,
-                               "reduction": red, "crop_change": crop_change,
+                               "reduction": red, "closure": closure, "crop_change": crop_change,
                                "full_change": _change(full["acc"]), "note": note}
     for ax in axes.flat:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
@@ -155,7 +183,21 @@ def plot_curve(curve: list[CurvePoint]) -> tuple[Figure, dict[str, Any]]:
         handles.append(Line2D([], [], color=COLORS["gap"], marker="o", markersize=2.5, label="Gap"))
     handles.append(Patch(color="#999999", alpha=0.35, label="95% CI"))
     fig.legend(handles=handles, loc="outside upper center", ncols=len(handles))
+    data["collapsed"] = collapsed
+    data["footnote"] = collapse_footnote(collapsed, threshold)
+    if gap and len(steps) > 1:
+        add_footnote(fig, "closed: (full_N − full_0) / (crop_0 − full_0), the share of the base gap recovered by the "
+                          "full view [95% paired-bootstrap CI].", data["footnote"])
     return fig, data
+
+
+def collapse_footnote(collapsed: dict[int, list[str]], threshold: float) -> str | None:
+    """`† Collapse (crop or holdout more than 10 points below step 0) — step 10: ...` or None."""
+    if not collapsed:
+        return None
+    steps = "; ".join(f"step {s}: {', '.join(r)}" for s, r in collapsed.items())
+    return (f"{DAGGER} Collapse (crop or holdout more than {threshold:g} points below step 0) — {steps}: "
+            "a gap that narrows there is not a closed one.")
 
 
 def _first_last(vals: list[float]) -> tuple[float | None, float | None]:
@@ -176,8 +218,9 @@ def _pts(v: float | None) -> str:
 def draw_curve(curve_jsonl: Path, out_stem: Path) -> list[Path]:
     """Redraw the gap-reduction curve of a training run: writes out_stem.png and out_stem.pdf."""
     curve = read_curve(Path(curve_jsonl))
+    config = Path(curve_jsonl).parent / "config.json"
     with paper_style():
-        fig, _ = plot_curve(curve)
+        fig, _ = plot_curve(curve, collapse_threshold(read_json(config) if config.is_file() else None))
         paths = save(fig, Path(out_stem))
     log.debug("gap curve: %s", ", ".join(map(str, paths)))
     return paths

@@ -22,8 +22,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from vopd_bench.report.load import Block, ModelResult, TaskResult
-from vopd_bench.report.tables import gap_points, gap_tasks
+from vopd_bench.report.closure import closure_between, closure_text, pair_closure
+from vopd_bench.report.load import Block, Closure, ModelResult, TaskResult
+from vopd_bench.report.tables import DAGGER, collapse_note, gap_points, gap_tasks
+from vopd_bench.stats import relative_reduction
 
 STYLE = Path(__file__).resolve().parent.parent / "mplstyle" / "paper.mplstyle"
 COLUMN_IN, PAGE_IN = 3.4, 7.0
@@ -150,14 +152,15 @@ def fmt_gap(g: float | None) -> str:
 
 
 def accuracy_panel(ax: Any, groups: list[str], blocks: list[Block | None], title: str | None = None,
-                   label_width: int = 16) -> dict[str, list[Any]]:
-    """Full vs crop accuracy bars (%) per group, CI whiskers, the gap (points) written above each pair."""
+                   label_width: int = 16, flagged: list[bool] | None = None) -> dict[str, list[Any]]:
+    """Full vs crop accuracy bars (%) per group, CI whiskers, the gap (points) written above each pair (with a
+    dagger where `flagged`: a collapsed model)."""
     series = _acc_series(blocks)
     tops, _ = grouped_bars(ax, groups, series, clip=(0.0, 100.0), label_width=label_width)
     gaps = [gap_points(TaskResult(b.views, b.gap)) if b else None for b in blocks]
     texts = []
     for i, g in enumerate(gaps):
-        t = fmt_gap(g)
+        t = fmt_gap(g) + (DAGGER if g is not None and flagged and flagged[i] else "")
         texts.append(t)
         if g is not None:
             _note(ax, i, tops[i] if not np.isnan(tops[i]) else 0.0, t, color="black")
@@ -170,6 +173,17 @@ def accuracy_panel(ax: Any, groups: list[str], blocks: list[Block | None], title
             "full_ci": list(zip(series[0].lo, series[0].hi, strict=True)),
             "crop_ci": list(zip(series[1].lo, series[1].hi, strict=True)),
             "gap": gaps, "gap_text": texts}
+
+
+def add_footnote(fig: Figure, *parts: str | None) -> str | None:
+    """Small notes under the figure, one paragraph each (constrained layout keeps room for them; the figure grows
+    by their height); returns the text, None when every part is None."""
+    chars = int(fig.get_figwidth() * 72 / 3.6)  # ~3.6 pt per character at 6.5 pt
+    text = "\n".join(textwrap.fill(p.replace(f"{DAGGER} ", f"{DAGGER}\u00a0"), chars) for p in parts if p)
+    if text:
+        fig.set_figheight(fig.get_figheight() + 0.11 * (text.count("\n") + 1))
+        fig.supxlabel(text, fontsize=6.5, x=0.01, ha="left", color="#444444")
+    return text or None
 
 
 def _legend(fig: Figure, extra: str | None = None) -> None:
@@ -207,29 +221,35 @@ def plot_gap_models(models: list[ModelResult]) -> tuple[Figure, dict[str, dict[s
         ax.set_axis_off()
         return fig, data
     axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
+    flagged = {m.label for m in models if m.collapse}
     for ax, (title, rows) in zip(axes.flat, panels, strict=False):
         chars = max(8, int(width / ncols / max(len(rows), 1) * 72 / 5.2))  # ~5.2 pt per character at 8 pt
-        data[title] = accuracy_panel(ax, [r[0] for r in rows], [r[1] for r in rows], title, label_width=chars)
+        data[title] = accuracy_panel(ax, [r[0] for r in rows], [r[1] for r in rows], title, label_width=chars,
+                                     flagged=[r[0] in flagged for r in rows])
     for ax in axes.flat[n:]:
         ax.set_axis_off()
     for ax in axes[:, 1:].flat:
         ax.set_ylabel("")
     _legend(fig, "+x.x: gap (crop − full, pts)")
+    data["footnote"] = add_footnote(fig, collapse_note(models, short=True))  # type: ignore[assignment]
     return fig, data
 
 
 def plot_before_after(before: ModelResult, after: ModelResult, before_name: str | None = None,
                       after_name: str | None = None) -> tuple[Figure, dict[str, list[Any]]]:
     """Figure 5: the gap (points, 95% CI) of a base model and of its distilled checkpoint, per task and
-    on average; tick labels give the relative gap reduction (gap0 − gap1) / gap0."""
+    on average; tick labels give the relative gap change (gap1 − gap0) / gap0 and the share of the base gap
+    closed by the full view (`closure`, with its CI). A collapsed `after` carries a dagger and a footnote."""
     both = [before, after]
     tasks = [t for t in gap_tasks(both) if all(t in m.tasks and m.tasks[t].gap is not None for m in both)]
     groups = list(tasks)
     blocks: list[list[TaskResult | None]] = [[m.tasks[t] for t in tasks] for m in both]
+    closures: list[Closure | None] = [pair_closure(before, after, t) for t in tasks]
     if len(tasks) > 1:
         groups.append("Average")
         for i, m in enumerate(both):
             blocks[i].append(m.average(tasks))
+        closures.append(closure_between(blocks[0][-1], blocks[1][-1], (None, None), "Average"))  # no CI
     series = []
     names = (before_name or before.label, after_name or after.label)
     for bl, color, name in zip(blocks, (COLORS["before"], COLORS["after"]), names, strict=True):
@@ -237,17 +257,18 @@ def plot_before_after(before: ModelResult, after: ModelResult, before_name: str 
                              [b.gap.ci_low if b and b.gap else None for b in bl],
                              [b.gap.ci_high if b and b.gap else None for b in bl]))
     reductions = [relative_reduction(g0, g1) for g0, g1 in zip(series[0].values, series[1].values, strict=True)]
-    ticks = [f"{g}\n(gap {'n/a' if r is None else signed(-r, '+.0%')})"
-             for g, r in zip(groups, reductions, strict=True)]
+    ticks = [f"{g}\n(gap {'n/a' if r is None else signed(-r, '+.0%')})\nclosed " + closure_text(c).replace(" [", "\n[")
+             for g, r, c in zip(groups, reductions, closures, strict=True)]
     width = COLUMN_IN if len(groups) <= 2 else PAGE_IN
     fig = new_figure(width, 2.5)
     ax = fig.add_subplot()
     if not groups:
         ax.text(0.5, 0.5, "no task with a gap in both runs", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
-        return fig, {"groups": [], "before": [], "after": [], "reduction": []}
-    tops, bots = grouped_bars(ax, ticks, series, label_width=24 if width == PAGE_IN else 14)
+        return fig, {"groups": [], "before": [], "after": [], "reduction": [], "closure": [], "footnote": None}
+    tops, bots = grouped_bars(ax, ticks, series, label_width=28 if width == PAGE_IN else 22)
     x = np.arange(len(groups), dtype=float)
+    marks = ("", DAGGER if after.collapse else "")
     for j, s in enumerate(series):
         pos = x - 0.4 + 0.4 * (j + 0.5)
         for i, v in enumerate(s.values):
@@ -255,9 +276,9 @@ def plot_before_after(before: ModelResult, after: ModelResult, before_name: str 
                 continue
             hi, lo = _f(s.hi[i]), _f(s.lo[i])
             if v >= 0:
-                _note(ax, pos[i], v if np.isnan(hi) else max(v, hi), signed(v))
+                _note(ax, pos[i], v if np.isnan(hi) else max(v, hi), signed(v) + marks[j])
             else:
-                _note(ax, pos[i], v if np.isnan(lo) else min(v, lo), signed(v), below=True)
+                _note(ax, pos[i], v if np.isnan(lo) else min(v, lo), signed(v) + marks[j], below=True)
     top = float(np.nanmax(tops)) if not np.all(np.isnan(tops)) else 1.0
     bot = float(np.nanmin(bots)) if not np.all(np.isnan(bots)) else 0.0
     span = max(top - bot, 1.0)
@@ -266,16 +287,12 @@ def plot_before_after(before: ModelResult, after: ModelResult, before_name: str 
     ax.set_ylabel("Gap, crop − full (pts)")
     fig.legend(handles=[Patch(color=s.color, label=s.name) for s in series], loc="outside upper center",
                ncols=2 if sum(len(n) for n in names) * 5.2 / 72 + 0.8 < width else 1, handlelength=1.0)
+    note = add_footnote(fig, "closed: (full_N − full_0) / (crop_0 − full_0), the share of the base gap recovered by "
+                             "the full view [95% paired-bootstrap CI].", collapse_note([after], short=True))
     return fig, {"groups": groups, "before": series[0].values, "after": series[1].values,
                  "before_ci": list(zip(series[0].lo, series[0].hi, strict=True)),
-                 "after_ci": list(zip(series[1].lo, series[1].hi, strict=True)), "reduction": reductions}
-
-
-def relative_reduction(g0: float | None, g1: float | None) -> float | None:
-    """(gap0 − gap1) / gap0, defined when the first gap is positive."""
-    if g0 is None or g1 is None or g0 <= 0:
-        return None
-    return (g0 - g1) / g0
+                 "after_ci": list(zip(series[1].lo, series[1].hi, strict=True)), "reduction": reductions,
+                 "closure": closures, "ticks": ticks, "footnote": note}
 
 
 def plot_categories(models: list[ModelResult], task: str) -> tuple[Figure, dict[str, dict[str, list[Any]]]]:
@@ -291,6 +308,8 @@ def plot_categories(models: list[ModelResult], task: str) -> tuple[Figure, dict[
     data = {}
     for ax, m in zip(axes, shown, strict=False):
         blocks: list[Block | None] = [m.tasks[task].categories.get(c) for c in cats]
-        data[m.label] = accuracy_panel(ax, cats, blocks, f"{task} — {m.label}", label_width=chars)
+        data[m.label] = accuracy_panel(ax, cats, blocks, f"{task} — {m.label}", label_width=chars,
+                                       flagged=[bool(m.collapse)] * len(cats))
     _legend(fig, "+x.x: gap (pts)")
+    add_footnote(fig, collapse_note([m for m in shown if m.tasks[task].gap], short=True))
     return fig, data

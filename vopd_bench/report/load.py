@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vopd_bench.errors import UserError
+from vopd_bench.train.curve import eval_path
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,18 @@ class TaskResult(Block):
 
 
 @dataclass
+class Closure:
+    """The share of a base gap recovered by the full view, (full_N − full_0) / (crop_0 − full_0), with its 95%
+    paired-bootstrap CI, beside the plain relative change of the gap (gap_0 − gap_N) / gap_0 (fractions)."""
+
+    value: float | None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    gap_reduction: float | None = None
+    n_items: int | None = None
+
+
+@dataclass
 class ModelResult:
     """One scored model: a row of the tables, a group of bars in the figures."""
 
@@ -70,6 +83,9 @@ class ModelResult:
     model: str
     tasks: dict[str, TaskResult]
     config: dict[str, Any] = field(default_factory=dict)
+    closure: dict[str, Closure] = field(default_factory=dict)  # per task, against its training run's first step
+    collapse: list[str] = field(default_factory=list)  # why its gap is no closed one: crop/holdout drops vs its base
+    collapse_threshold: float | None = None  # the drop (points) beyond which `collapse` lists a view
 
     @property
     def image_budget(self) -> dict[str, Any] | None:
@@ -119,6 +135,8 @@ class CurvePoint:
     eval_dir: str | None
     tasks: dict[str, Block]
     train: dict[str, Any] = field(default_factory=dict)
+    closure: dict[str, Closure] = field(default_factory=dict)  # per gap task, against the first point
+    eval_path: Path | None = None  # eval_dir resolved on this machine (None: not found)
 
 
 @dataclass
@@ -131,6 +149,7 @@ class TrainingRun:
     curve: list[CurvePoint]
     before: ModelResult
     after: ModelResult | None  # None when only one checkpoint has been scored
+    collapse_threshold: float = 10.0  # points: crop/holdout drops beyond it flag a point as collapsed
 
 
 def is_holdout(task: str, block: Block) -> bool:
@@ -183,6 +202,18 @@ def parse_gap(d: Any, where: str, path: Path) -> GapStat | None:
         ci_high=_num(d.get("ci_high"), f"{where}.ci_high", path, required=False),
         p_value=_num(d.get("p_value"), f"{where}.p_value", path, required=False),
         n_pairs=_num(d.get("n_pairs"), f"{where}.n_pairs", path, integer=True, required=False),
+    )
+
+
+def parse_closure(d: Any, where: str, path: Path) -> Closure | None:
+    if not isinstance(d, dict):  # absent in curves written before it existed
+        return None
+    return Closure(
+        value=_num(d.get("value"), f"{where}.value", path, required=False),
+        ci_low=_num(d.get("ci_low"), f"{where}.ci_low", path, required=False),
+        ci_high=_num(d.get("ci_high"), f"{where}.ci_high", path, required=False),
+        gap_reduction=_num(d.get("gap_reduction"), f"{where}.gap_reduction", path, required=False),
+        n_items=_num(d.get("n_items"), f"{where}.n_items", path, integer=True, required=False),
     )
 
 
@@ -249,12 +280,17 @@ def read_curve(path: Path) -> list[CurvePoint]:
             raise UserError(f"{path}:{i}: not valid JSON ({e.msg})") from None
         where = f"line {i}"
         row = _obj(row, where, path)
+        tasks = parse_tasks(row.get("tasks"), f"{where}: tasks", path)
+        closure = {t: c for t in tasks
+                   if (c := parse_closure(row["tasks"][t].get("closure"), f"{where}: tasks.{t}.closure", path))}
         point = CurvePoint(
             step=_num(row.get("step"), f"{where}: step", path, integer=True),
             checkpoint=row.get("checkpoint"),
             eval_dir=row.get("eval_dir"),
-            tasks=dict(parse_tasks(row.get("tasks"), f"{where}: tasks", path)),
+            tasks=dict(tasks),
             train=row.get("train") if isinstance(row.get("train"), dict) else {},
+            closure=closure,
+            eval_path=eval_path(path.parent, row),
         )
         by_step[point.step] = point
     if not by_step:
@@ -267,26 +303,70 @@ def basename(model: str) -> str:
     return model.rstrip("/\\").replace("\\", "/").split("/")[-1] or model
 
 
+def trained_label(name: str, step: int, objective: str | None = None) -> str:
+    """How a training run's checkpoint is named: `vopd-tiny + Vision-OPD (step 100)`."""
+    method = "label-supervised (ceiling)" if objective == "supervised" else "Vision-OPD"
+    return f"{name} + {method} (step {step})"
+
+
+def checkpoint_label(config: dict[str, Any], where: Path) -> str | None:
+    """The label of an eval run whose model is a training checkpoint folder (base model + step, read from the
+    checkpoint's own record); None when the model is not one (or its folder is gone)."""
+    backend = config.get("backend") or {}
+    for model in dict.fromkeys(str(m) for m in (backend.get("model_path"), backend.get("model")) if m):
+        folder = Path(model)
+        for cand in (folder, where / folder):
+            if (cand / "checkpoint.json").is_file():
+                from vopd_bench.train.checkpoint import identity
+
+                ident = identity(cand)
+                if ident and ident["model"]:
+                    return trained_label(basename(ident["model"]), ident["step"], ident["objective"])
+    return None
+
+
 def load_eval_run(path: Path, label: str | None = None) -> ModelResult:
-    """An eval run dir: config.json + results.json."""
+    """An eval run dir: config.json + results.json. A training checkpoint is labelled by its run and step."""
     config = read_json(path / "config.json")
     results = read_json(path / "results.json")
     tasks = parse_tasks(results.get("tasks"), "tasks", path / "results.json")
     model = str((config.get("backend") or {}).get("model") or results.get("model") or path.name)
-    return ModelResult(label=label or basename(model), path=path, model=model, tasks=tasks, config=config)
+    label = label or checkpoint_label(config, path) or basename(model)
+    return ModelResult(label=label, path=path, model=model, tasks=tasks, config=config)
 
 
 def _point_model(train_dir: Path, point: CurvePoint, label: str, base: str) -> ModelResult:
     """The model at one checkpoint: its eval dir's results.json when present, else curve.jsonl's numbers."""
-    if point.eval_dir:
-        d = Path(point.eval_dir)
-        d = d if d.is_absolute() else train_dir / d
-        if (d / "results.json").is_file():
-            m = load_eval_run(d, label)
-            return ModelResult(label=label, path=d, model=point.checkpoint or m.model, tasks=m.tasks, config=m.config)
-        log.debug("%s: no results.json; using curve.jsonl's numbers for step %d", d, point.step)
+    d = point.eval_path
+    if d is not None and (d / "results.json").is_file():
+        m = load_eval_run(d, label)
+        return ModelResult(label=label, path=d, model=point.checkpoint or m.model, tasks=m.tasks, config=m.config,
+                           closure=dict(point.closure))
+    log.debug("%s: no results.json; using curve.jsonl's numbers for step %d", point.eval_dir, point.step)
     tasks = {t: TaskResult(views=b.views, gap=b.gap) for t, b in point.tasks.items()}
-    return ModelResult(label=label, path=train_dir, model=point.checkpoint or base, tasks=tasks)
+    return ModelResult(label=label, path=train_dir, model=point.checkpoint or base, tasks=tasks,
+                       closure=dict(point.closure))
+
+
+def collapse_threshold(config: dict[str, Any] | None = None) -> float:
+    """The trainer's `collapse_warn_points` of a training run's config.json (its default without one)."""
+    from vopd_bench.train.config import OPDConfig
+
+    default = OPDConfig.__dataclass_fields__["collapse_warn_points"].default
+    value = ((config or {}).get("config") or {}).get("collapse_warn_points", default)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else float(default)
+
+
+def collapse_reasons(base: ModelResult, model: ModelResult, threshold: float) -> list[str]:
+    """`task view then → now` for each crop (holdout: full) accuracy of `model` more than `threshold` points
+    below `base`'s: a model whose gap shrank because it got worse."""
+    from vopd_bench.train.curve import accuracy_drops
+
+    def acc(m: ModelResult) -> dict[str, dict[str, float | None]]:
+        return {t: {v: s.accuracy for v, s in r.views.items()} for t, r in m.tasks.items()}
+
+    return [f"{task} {view} {then:.1f} → {now:.1f}" for task, view, then, now in
+            accuracy_drops(acc(base), acc(model), threshold)]
 
 
 def load_training_run(path: Path, label: str | None = None) -> TrainingRun:
@@ -297,12 +377,14 @@ def load_training_run(path: Path, label: str | None = None) -> TrainingRun:
     name = label or basename(base)
     first, last = curve[0], curve[-1]
     before = _point_model(path, first, name if first.step == 0 else f"{name} (step {first.step})", base)
+    threshold = collapse_threshold(config)
     after = None
     if len(curve) > 1:
-        supervised = (config.get("config") or {}).get("objective") == "supervised"
-        method = "label-supervised (ceiling)" if supervised else "Vision-OPD"
-        after = _point_model(path, last, f"{name} + {method} (step {last.step})", base)
-    return TrainingRun(label=name, path=path, base_model=base, curve=curve, before=before, after=after)
+        objective = (config.get("config") or {}).get("objective")
+        after = _point_model(path, last, trained_label(name, last.step, objective), base)
+        after.collapse, after.collapse_threshold = collapse_reasons(before, after, threshold), threshold
+    return TrainingRun(label=name, path=path, base_model=base, curve=curve, before=before, after=after,
+                       collapse_threshold=threshold)
 
 
 def load_run(path: Path, label: str | None = None) -> ModelResult | TrainingRun:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from vopd_bench.report.closure import closure_text, pair_closure
 from vopd_bench.report.curve import CROP_DROP_PTS
-from vopd_bench.report.figures import relative_reduction
 from vopd_bench.report.load import ModelResult, TrainingRun
-from vopd_bench.report.tables import Table, gap_points, task_order
+from vopd_bench.report.tables import DAGGER, Table, collapse_note, gap_points, task_order
+from vopd_bench.stats import relative_reduction
 
 
 @dataclass
@@ -85,25 +86,33 @@ def protocol_line(models: list[ModelResult]) -> str:
 
 
 def pair_line(before: ModelResult, after: ModelResult) -> str:
-    """'gap per task before → after (relative reduction)' in one line."""
+    """Per task: the gap before → after, its relative reduction and the share of the base gap closed by the full
+    view (with its CI); a collapsed `after` gets a dagger and the footnote."""
     parts = []
+    mark = DAGGER if after.collapse else ""
     for t in task_order([before, after]):
         g0, g1 = gap_points(before.tasks.get(t)), gap_points(after.tasks.get(t))
         if g0 is None or g1 is None:
             continue
         r = relative_reduction(g0, g1)
-        parts.append(f"{t} {g0:+.1f} → {g1:+.1f} pts" + ("" if r is None else f" (reduction {r:.0%})"))
-    return f"{before.label} → {after.label}: gap " + ("; ".join(parts) if parts else "n/a") + "."
+        c = closure_text(pair_closure(before, after, t))
+        parts.append(f"{t} {g0:+.1f} → {g1:+.1f} pts{mark} (reduction {'n/a' if r is None else format(r, '.0%')}; "
+                     f"gap closed {c})")
+    note = collapse_note([after])
+    return (f"{before.label} → {after.label}: gap " + ("; ".join(parts) if parts else "n/a") + "."
+            + (f" {note}" if note else ""))
 
 
 def curve_line(run: TrainingRun, data: dict[str, Any]) -> str:
     steps = [p.step for p in run.curve]
     bits = [f"{len(steps)} scored checkpoint(s), steps {steps[0]}–{steps[-1]}"]
+    mark = DAGGER if steps[-1] in data.get("collapsed", {}) else ""
     for t, d in data.get("tasks", {}).items():
         r = d["reduction"]
         g0 = "n/a" if d["gap0"] is None else f"{d['gap0']:+.1f}"
         gn = "n/a" if d["gapN"] is None else f"{d['gapN']:+.1f}"
-        bit = f"{t} gap {g0} → {gn} pts (relative reduction {'n/a' if r is None else format(r, '.0%')})"
+        bit = (f"{t} gap {g0} → {gn} pts{mark} (relative reduction {'n/a' if r is None else format(r, '.0%')}; "
+               f"gap closed {closure_text(d.get('closure'))})")
         fc, cc = d.get("full_change"), d.get("crop_change")
         if fc is not None and cc is not None:
             bit += f", full {fc:+.1f} pts, crop {cc:+.1f} pts"
@@ -114,7 +123,8 @@ def curve_line(run: TrainingRun, data: dict[str, Any]) -> str:
         acc = [a for a in tr["acc"] if a == a]
         if acc:
             bits.append(f"{h} accuracy {acc[0]:.1f} → {acc[-1]:.1f}%")
-    return f"`{run.path}`: " + "; ".join(bits) + "."
+    note = data.get("footnote")
+    return f"`{run.path}`: " + "; ".join(bits) + "." + (f" {note}" if note else "")
 
 
 def render(inputs: list[str], protocol: str, sections: list[Section]) -> str:

@@ -12,6 +12,7 @@ from vopd_bench.report.load import ModelResult, TaskResult
 
 DASH_MD = "–"
 DASH_TEX = "--"
+DAGGER = "†"  # marks the gap of a collapsed model (see `collapse_note`)
 
 
 @dataclass
@@ -25,14 +26,21 @@ class Column:
     best: str | None = "max"  # "max", "absmin" (closest to zero) or None
     group: str | None = None
     extra: dict[str, list[float | int | None]] = field(default_factory=dict)
+    flagged: set[int] | None = None  # rows marked with a dagger, never best; a set: CSV gets `<key>_collapse`
 
     def text(self, i: int) -> str | None:
         v = self.values[i]
         return None if v is None else self.fmt.format(v)
 
+    def shown(self, i: int) -> str | None:
+        """The cell's text, with the dagger on a flagged row."""
+        t = self.text(i)
+        return None if t is None else t + (DAGGER if self.flagged and i in self.flagged else "")
+
     def best_rows(self) -> set[int]:
-        """Rows holding the best displayed value (ties all win); empty when < 2 values."""
-        shown = {i: float(t) for i in range(len(self.values)) if (t := self.text(i)) is not None}
+        """Rows holding the best displayed value (ties all win), flagged rows excluded; empty when < 2 values."""
+        shown = {i: float(t) for i in range(len(self.values))
+                 if (t := self.text(i)) is not None and i not in (self.flagged or ())}
         if len(shown) < 2 or self.best is None:
             return set()
         key = abs if self.best == "absmin" else (lambda x: -x)
@@ -47,6 +55,7 @@ class Table:
     rows: list[str]
     columns: list[Column]
     row_header: str = "Model"
+    notes: list[str] = field(default_factory=list)  # footnotes, printed below the table
 
     def to_markdown(self) -> str:
         heads = [self.row_header] + [f"{c.group} {c.header}" if c.group else c.header for c in self.columns]
@@ -56,9 +65,10 @@ class Table:
         for i, row in enumerate(self.rows):
             cells = [_md_escape(row)]
             for c, b in zip(self.columns, bold, strict=True):
-                t = c.text(i)
+                t = c.shown(i)
                 cells.append(DASH_MD if t is None else (f"**{t}**" if i in b else t))
             lines.append("| " + " | ".join(cells) + " |")
+        lines += [line for note in self.notes for line in ("", _md_escape(note))]
         return "\n".join(lines) + "\n"
 
     def to_latex(self) -> str:
@@ -82,11 +92,13 @@ class Table:
         for i, row in enumerate(self.rows):
             cells = [_tex_escape(row)]
             for c, b in zip(self.columns, bold, strict=True):
-                t = c.text(i)
-                t = DASH_TEX if t is None else t.replace("-", "$-$")
+                t = c.shown(i)
+                t = DASH_TEX if t is None else t.replace("-", "$-$").replace(DAGGER, _TEX[DAGGER])
                 cells.append(f"\\textbf{{{t}}}" if i in b else t)
             out.append(" & ".join(cells) + " \\\\")
-        out += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+        out += ["\\bottomrule", "\\end{tabular}"]
+        out += [f"\\par\\smallskip{{\\footnotesize {_tex_escape(note)}}}" for note in self.notes]
+        out.append("\\end{table}")
         return "\n".join(out) + "\n"
 
     def to_csv(self) -> str:
@@ -94,12 +106,14 @@ class Table:
         w = csv.writer(buf, lineterminator="\n")
         heads = [self.row_header.lower()]
         for c in self.columns:
-            heads += [c.key] + [f"{c.key}_{k}" for k in c.extra]
+            heads += [c.key] + [f"{c.key}_{k}" for k in c.extra] + ([f"{c.key}_collapse"] if c.flagged is not None else [])
         w.writerow(heads)
         for i, row in enumerate(self.rows):
             cells: list[str] = [row]
             for c in self.columns:
                 cells += [_csv_num(c.values[i])] + [_csv_num(v[i], k) for k, v in c.extra.items()]
+                if c.flagged is not None:
+                    cells.append("" if c.values[i] is None else str(int(i in c.flagged)))
             w.writerow(cells)
         return buf.getvalue()
 
@@ -128,7 +142,8 @@ def _md_escape(s: str) -> str:
 
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-        "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+        "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", DAGGER: r"$^\dagger$",
+        "→": r"$\rightarrow$", "—": "---"}
 
 
 def _tex_escape(s: str) -> str:
@@ -194,8 +209,25 @@ def table_full(models: list[ModelResult]) -> Table:
     )
 
 
+def collapse_note(models: list[ModelResult], short: bool = False) -> str | None:
+    """The footnote for the daggers: which models collapsed and how (`short`: for a figure), or None."""
+    flagged = [m for m in models if m.collapse]
+    if not flagged:
+        return None
+    which = "; ".join(f"{m.label}: {', '.join(m.collapse)}" for m in flagged)
+    limits = {m.collapse_threshold for m in flagged}
+    limit = f"{limits.pop():g} points" if len(limits) == 1 and None not in limits else "the collapse threshold"
+    if short:
+        return f"{DAGGER} Collapse (crop or holdout more than {limit} below the base) — {which}."
+    return (f"{DAGGER} Collapse: crop or holdout accuracy fell more than {limit} below the base — {which}. "
+            "The gap narrowed because the model got worse, not because the full view caught up; it is never "
+            "marked best.")
+
+
 def table_crop_gap(models: list[ModelResult]) -> Table:
-    """Table 2: crop accuracy (best = highest) and gap in points (best = closest to zero) per task."""
+    """Table 2: crop accuracy (best = highest) and gap in points (best = closest to zero, a collapsed model's
+    never: it carries a dagger and the table a footnote) per task."""
+    flagged = {i for i, m in enumerate(models) if m.collapse}
     cols: list[Column] = []
     crops: list[list[float | None]] = []
     gaps: list[list[float | None]] = []
@@ -204,6 +236,7 @@ def table_crop_gap(models: list[ModelResult]) -> Table:
         g = [gap_points(m.tasks.get(t)) for m in models]
         gb = [m.tasks[t].gap if t in m.tasks else None for m in models]
         cols += [c, Column(header="Gap", key=f"{t}_gap", group=t, values=g, fmt="{:+.1f}", best="absmin",
+                           flagged=flagged,
                            extra={"ci_low": [b.ci_low if b else None for b in gb],
                                   "ci_high": [b.ci_high if b else None for b in gb],
                                   "p_value": [b.p_value if b else None for b in gb]})]
@@ -212,12 +245,13 @@ def table_crop_gap(models: list[ModelResult]) -> Table:
     n = len(models)
     cols += [Column(header="Crop", key="average_crop", group="Average",
                     values=[_mean_if_all([c[i] for c in crops]) for i in range(n)]),
-             Column(header="Gap", key="average_gap", group="Average", fmt="{:+.1f}", best="absmin",
+             Column(header="Gap", key="average_gap", group="Average", fmt="{:+.1f}", best="absmin", flagged=flagged,
                     values=[_mean_if_all([g[i] for g in gaps]) for i in range(n)])]
+    note = collapse_note(models)
     return Table(
         caption="Accuracy (%) on the crop of the decisive region, and the regional-to-global gap "
                 "(crop − full, points). Bold: highest crop accuracy; gap closest to zero.",
-        label="table2_crop_gap", rows=[m.label for m in models], columns=cols,
+        label="table2_crop_gap", rows=[m.label for m in models], columns=cols, notes=[note] if note else [],
     )
 
 
@@ -239,10 +273,12 @@ def table_categories(models: list[ModelResult], task: str) -> Table:
                                                 for b in blocks]}))
         if any(b is not None and b.gap is not None for b in blocks):
             cols.append(Column(header="Gap", key=f"{m.label}_gap", group=m.label, fmt="{:+.1f}", best=None,
-                               values=[gap_points(TaskResult(b.views, b.gap)) if b else None for b in blocks]))
+                               values=[gap_points(TaskResult(b.views, b.gap)) if b else None for b in blocks],
+                               flagged=set(range(len(cats))) if m.collapse else set()))
+    note = collapse_note([m for m in models if task in m.tasks and m.tasks[task].categories and m.tasks[task].gap])
     return Table(
         caption=f"{task}: accuracy (%) per category on the full image and the crop, and the gap (points).",
-        label=f"categories_{slug(task)}", rows=cats, columns=cols, row_header="Category",
+        label=f"categories_{slug(task)}", rows=cats, columns=cols, row_header="Category", notes=[note] if note else [],
     )
 
 

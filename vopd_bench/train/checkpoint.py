@@ -1,9 +1,11 @@
 """Atomic checkpoints: `checkpoints/.tmp-step-N` is written in full, then renamed to `checkpoints/step-N`.
 
 A checkpoint holds the student (weights or LoRA adapter + processor, loadable by the Auto classes),
-`trainer_state.pt` (optimizer, LR scheduler, RNG states, step) and `teacher.safetensors` (the EMA
-teacher, when there is one). The rename is the commit: a half-written folder never has the `step-N`
-name, so `latest()` never picks one up; stale `.tmp-*` folders are removed on the next start.
+`trainer_state.pt` (optimizer, LR scheduler, RNG states, step), `teacher.safetensors` (the EMA teacher,
+when there is one) and `checkpoint.json` (its step and its training run's base model and objective, so a
+checkpoint scored on its own is named by its run: `identity`). The rename is the commit: a half-written
+folder never has the `step-N` name, so `latest()` never picks one up; stale `.tmp-*` folders are removed
+on the next start.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 STEP_RE = re.compile(r"^step-(\d+)$")
@@ -30,6 +34,8 @@ DONE_FILE = "checkpoint.json"
 
 
 def rng_state() -> dict[str, Any]:
+    import torch
+
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -37,6 +43,8 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    import torch
+
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
@@ -63,6 +71,7 @@ def save(
     teacher_state: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write checkpoint `step` atomically under `root`; returns `root/step-N`."""
+    import torch
     from safetensors.torch import save_file
 
     root.mkdir(parents=True, exist_ok=True)
@@ -73,7 +82,8 @@ def save(
     torch.save({**trainer_state, "step": step, "rng": rng_state()}, tmp / STATE_FILE)
     if teacher_state:
         save_file(teacher_state, str(tmp / TEACHER_FILE))
-    (tmp / DONE_FILE).write_text(json.dumps({"step": step, "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
+    done = {"step": step, "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **_run_record(root.parent)}
+    (tmp / DONE_FILE).write_text(json.dumps(done) + "\n")
     for f in tmp.rglob("*"):
         if f.is_file():
             with f.open("rb") as fh:
@@ -85,6 +95,30 @@ def save(
     os.replace(tmp, final)
     _fsync_dir(root)
     return final
+
+
+def _run_record(train_dir: Path) -> dict[str, Any]:
+    """The base model and objective of the training run in `train_dir` (from its config.json), {} if none."""
+    try:
+        cfg = json.loads((train_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(cfg, dict) or cfg.get("kind") != "train":
+        return {}
+    return {"model": cfg.get("model"), "objective": (cfg.get("config") or {}).get("objective", "distill")}
+
+
+def identity(folder: Path) -> dict[str, Any] | None:
+    """{step, model, objective} of a checkpoint folder; the base model from its training run's config.json for a
+    checkpoint saved before `checkpoint.json` recorded it. None when `folder` is not a checkpoint."""
+    try:
+        done = json.loads((Path(folder) / DONE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(done, dict) or not isinstance(done.get("step"), int):
+        return None
+    rec = {**_run_record(Path(folder).parent.parent), **{k: done[k] for k in ("model", "objective") if done.get(k)}}
+    return {"step": done["step"], "model": rec.get("model"), "objective": rec.get("objective")}
 
 
 def steps(root: Path) -> list[int]:
@@ -116,6 +150,7 @@ def clean_partial(root: Path) -> None:
 
 def load_state(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
     """(trainer state, EMA teacher tensors or None) of a checkpoint."""
+    import torch
     from safetensors.torch import load_file
 
     # mmap: the processes of a multi-process run share one page-cached copy of the (full) optimizer state

@@ -1,0 +1,61 @@
+"""How much of a base gap the full view recovered, as the report shows it.
+
+gap closed = (full_N − full_0) / (crop_0 − full_0): the share of the base gap recovered by the full view, with
+a paired bootstrap CI over items (the sample files of both runs, paired by id). Unlike the relative change of
+the gap it cannot be won by losing the crop: it is negative when the full view got worse. (The collapse flag,
+a dagger wherever a collapsed model's gap is shown, is `tables.collapse_note`.)
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from vopd_bench.report.load import Block, Closure, CurvePoint, ModelResult
+from vopd_bench.report.tables import gap_points
+from vopd_bench.stats import closure_estimate, gap_closure, relative_reduction
+from vopd_bench.train.curve import paired_items
+
+DEFINITION = ("gap closed = (full_N − full_0) / (crop_0 − full_0), the share of the base gap recovered by the full "
+              "view (95% paired-bootstrap CI over items; negative when the full view got worse)")
+
+
+def closure_between(b: Block | None, a: Block | None, dirs: tuple[Path | None, Path | None], task: str,
+                    stored: Closure | None = None) -> Closure | None:
+    """The closure of `task` from block `b` (step 0) to block `a` (step N): from the items of both run dirs'
+    sample files when they exist, else the `stored` record, else the point estimate from accuracies (no CI)."""
+    if b is None or a is None:
+        return None
+    reduction = relative_reduction(gap_points(b), gap_points(a))
+    items = paired_items(dirs[0], dirs[1], task) if None not in dirs else None
+    if items and items[0]:
+        v, lo, hi = (None if math.isnan(x) else x for x in gap_closure(*items))
+        return Closure(v, lo, hi, reduction, len(items[0]))
+    if stored is not None:
+        return stored
+    return Closure(closure_estimate(b.acc("full"), b.acc("crop"), a.acc("full")), gap_reduction=reduction)
+
+
+def pair_closure(before: ModelResult, after: ModelResult, task: str) -> Closure | None:
+    """The closure of `task` from `before` (the base) to `after`."""
+    return closure_between(before.tasks.get(task), after.tasks.get(task), (before.path, after.path), task,
+                           after.closure.get(task))
+
+
+def curve_closure(first: CurvePoint, last: CurvePoint, task: str) -> Closure | None:
+    """The closure of `task` from the first to the last point of a training curve."""
+    return closure_between(first.tasks.get(task), last.tasks.get(task), (first.eval_path, last.eval_path), task,
+                           last.closure.get(task))
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:+.0f}%".replace("-", "−")
+
+
+def closure_text(c: Closure | None) -> str:
+    """`+55% [+45%, +64%]` (the CI when known); `n/a` when undefined."""
+    if c is None or c.value is None:
+        return "n/a"
+    if c.ci_low is not None and c.ci_high is not None:
+        return f"{_pct(c.value)} [{_pct(c.ci_low)}, {_pct(c.ci_high)}]"
+    return _pct(c.value)
