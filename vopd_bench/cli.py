@@ -11,7 +11,7 @@ import sys
 import click
 
 from vopd_bench import __version__, commands
-from vopd_bench.errors import UserError
+from vopd_bench.errors import EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_INTERRUPTED, IncompleteRun, UserError
 
 
 class LazyGroup(click.Group):
@@ -42,21 +42,25 @@ def cli(verbose: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors become one line on stderr and exit code 2."""
+    """Entry point; exit codes as documented in `vopd_bench.errors`: user errors become one line on stderr
+    and exit 2, an incomplete run (requests still failing after retries) exits 3."""
     try:
         cli.main(args=argv, prog_name="vopd-bench", standalone_mode=False)
     except UserError as e:
         click.echo(f"error: {e}", err=True)
-        sys.exit(2)
+        sys.exit(EXIT_BAD_INPUT)
+    except IncompleteRun as e:
+        click.echo(f"incomplete: {e}", err=True)
+        sys.exit(EXIT_INCOMPLETE)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         click.echo("interrupted; re-run the same command to resume", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from vopd_bench.errors import UserError
 from vopd_bench.items import ImageCache, Item
 from vopd_bench.protocol import Rendered, gen_kwargs, has_region, load_spec, make_record, render, task_record
 from vopd_bench.results import build_results, task_results
+from vopd_bench.resume import finished_results, invocation_key, remember
 from vopd_bench.rundir import RunDir, append_jsonl, atomic_write_json
 from vopd_bench.tasks import TaskSpec
 from vopd_bench.views import VIEWS, NoBoxError
@@ -147,6 +148,7 @@ class Evaluator:
     def __init__(self, cfg: EvalConfig, backend: Backend | None = None) -> None:
         self.cfg = cfg
         self.rank, self.world = dist_info()
+        self.key = invocation_key(cfg)  # before cfg.data is re-keyed below
         self.specs: dict[str, TaskSpec] = {}
         for name in cfg.tasks:
             spec = load_spec(name, cfg.crop)
@@ -327,6 +329,7 @@ class Evaluator:
             _barrier()
         per_task = {name: self.run_task(name) for name in self.specs}
         views = dict(self.views)
+        old: dict[str, Any] = {}
         if self.rank == 0 and self.run.results_path.is_file():
             try:
                 old = json.loads(self.run.results_path.read_text())
@@ -335,14 +338,36 @@ class Evaluator:
             per_task = {**old.get("tasks", {}), **per_task}
             views = {**old.get("views", {}), **views}
         meta = {"model": identity["model"], "backend": identity["backend"], "views": views, "limit": self.cfg.limit}
-        results = build_results(per_task, meta)
+        failed, _ = request_failures(per_task, list(self.specs))
+        results = remember(build_results(per_task, meta), old, self.key, self.run, None if failed else self.views)
         if self.rank == 0:
             atomic_write_json(self.run.results_path, results)
         return results
 
 
 def run_eval(cfg: EvalConfig, backend: Backend | None = None) -> dict[str, Any]:
-    return Evaluator(cfg, backend).run_all()
+    """Run (or resume) `cfg`; without a `backend`, a run directory that already finished this exact
+    invocation answers from its results.json and no model is loaded (see `vopd_bench.resume`)."""
+    return evaluate(cfg, backend)[0]
+
+
+def evaluate(cfg: EvalConfig, backend: Backend | None = None) -> tuple[dict[str, Any], list[str], bool]:
+    """(results, this invocation's task names, whether it was already finished and nothing ran)."""
+    if backend is None and (done := finished_results(cfg)) is not None:
+        return done[0], done[1], True
+    ev = Evaluator(cfg, backend)
+    return ev.run_all(), list(ev.specs), False
+
+
+def request_failures(tasks: dict[str, Any], names: list[str]) -> tuple[int, int]:
+    """(failed, total) requests of the named tasks' results blocks: records with an error (after retries)
+    over all records, every view counted."""
+    failed = total = 0
+    for name in names:
+        for s in tasks.get(name, {}).get("views", {}).values():
+            failed += s.get("errors", 0)
+            total += s.get("n", 0) + s.get("errors", 0)
+    return failed, total
 
 
 def package_versions() -> dict[str, str]:

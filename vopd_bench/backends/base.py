@@ -89,6 +89,7 @@ class BackendConfig:
     timeout: float = 120.0
     max_retries: int = 5
     extra: dict[str, Any] = field(default_factory=dict)
+    chosen_by: str | None = None  # why this backend: "named", or the `auto` rule that picked it (recorded)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

@@ -8,7 +8,8 @@ from typing import Any
 import click
 import yaml
 
-from vopd_bench.backends import BackendConfig
+from vopd_bench.backends import BACKENDS, BackendConfig, resolve_backend
+from vopd_bench.commands._outcome import allow_errors_option, finish
 from vopd_bench.errors import UserError
 
 
@@ -44,7 +45,9 @@ def default_out(model: str, backend: str) -> str:
 
 @click.command("eval")
 @click.option("--model", "-m", default="vopd-tiny", show_default=True, help="vopd-tiny, a local folder, or a Hub id.")
-@click.option("--backend", "-b", type=click.Choice(["hf", "vllm", "openai"]), default="hf", show_default=True)
+@click.option("--backend", "-b", type=click.Choice(["auto", *BACKENDS]), default="auto", show_default=True,
+              help="auto: vllm where vLLM is installed and a CUDA device is present, else hf (the choice is printed "
+              "and recorded in config.json).")
 @click.option("--task", "-t", "tasks", multiple=True, required=True, help="Task name (repeatable) or a task YAML file.")
 @click.option("--data", multiple=True, help="Local files in the benchmark's published layout: PATH, or TASK=PATH.")
 @click.option("--views", default=None, help="Comma-separated views (full,crop,masked,random_crop). Default: full,crop where boxes exist.")
@@ -73,22 +76,29 @@ def default_out(model: str, backend: str) -> str:
 @click.option("--prefetch", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="Prepare the next batch while one generates (speed only). auto: on unless the model runs on "
               "this CPU with no core to spare beyond torch's threads.")
+@allow_errors_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def command(**kw) -> None:
-    """Score MODEL on TASKs, full image vs crop; write a run directory and print the gap table."""
-    from vopd_bench.evaluate import EvalConfig, run_eval
+    """Score MODEL on TASKs, full image vs crop; write a run directory and print the gap table.
+
+    Exit status: 0 done; 2 bad input (nothing written); 3 some requests still failed after retries
+    (what succeeded is kept: re-run the same command to retry only those; --allow-errors exits 0)."""
+    from vopd_bench.evaluate import EvalConfig, dist_info, evaluate, request_failures
     from vopd_bench.summary import print_results
 
     extra = parse_engine_args(kw["vllm_args"])
     if kw["tensor_parallel"] != 1:
         extra["tensor_parallel_size"] = kw["tensor_parallel"]
-    batch = kw["batch_size"] or {"hf": 16, "vllm": 256, "openai": 4 * kw["concurrency"]}[kw["backend"]]
+    backend, why = resolve_backend(kw["backend"])
+    if kw["backend"] == "auto" and dist_info()[0] == 0:
+        click.echo(f"backend: {backend} ({why})", err=True)
+    batch = kw["batch_size"] or {"hf": 16, "vllm": 256, "openai": 4 * kw["concurrency"]}[backend]
     try:
         bcfg = BackendConfig(
-            backend=kw["backend"], model=kw["model"], revision=kw["revision"], dtype=kw["dtype"], device=kw["device"],
+            backend=backend, model=kw["model"], revision=kw["revision"], dtype=kw["dtype"], device=kw["device"],
             max_pixels=kw["max_pixels"], min_pixels=kw["min_pixels"], batch_size=batch,
             base_url=kw["base_url"], api_key_env=kw["api_key_env"], concurrency=kw["concurrency"],
-            timeout=kw["timeout"], max_retries=kw["max_retries"], extra=extra,
+            timeout=kw["timeout"], max_retries=kw["max_retries"], extra=extra, chosen_by=why,
         )
     except ValueError as e:
         raise UserError(str(e)) from None
@@ -100,7 +110,7 @@ def command(**kw) -> None:
     cfg = EvalConfig(
         tasks=list(kw["tasks"]),
         backend=bcfg,
-        out=kw["out"] or default_out(kw["model"], kw["backend"]),
+        out=kw["out"] or default_out(kw["model"], backend),
         views=[v.strip() for v in kw["views"].split(",") if v.strip()] if kw["views"] else None,
         data=parse_data(kw["data"], kw["tasks"]),
         boxes=kw["boxes"],
@@ -112,9 +122,12 @@ def command(**kw) -> None:
         progress=not kw["quiet"],
         prefetch={"auto": None, "on": True, "off": False}[kw["prefetch"]],
     )
-    results = run_eval(cfg)
-    from vopd_bench.evaluate import dist_info
-
-    if dist_info()[0] == 0:
-        print_results({**results, "tasks": {t: results["tasks"][t] for t in cfg.tasks if t in results["tasks"]} or results["tasks"]})
-        click.echo(f"run directory: {cfg.out}")
+    results, names, finished = evaluate(cfg)
+    if dist_info()[0] != 0:
+        return
+    if finished:
+        click.echo(f"{cfg.out} already holds this run: nothing recomputed, no model loaded (--overwrite to redo it)",
+                   err=True)
+    print_results({**results, "tasks": {t: results["tasks"][t] for t in names if t in results["tasks"]}})
+    click.echo(f"run directory: {cfg.out}")
+    finish(*request_failures(results["tasks"], names), kw["allow_errors"])

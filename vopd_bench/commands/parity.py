@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from vopd_bench.backends import BackendConfig
+from vopd_bench.commands._outcome import allow_errors_option, finish
 from vopd_bench.commands.eval import parse_data
 from vopd_bench.errors import UserError
 
@@ -62,6 +63,7 @@ def print_report(report: dict[str, Any], a: str, b: str) -> None:
 @click.option("--tp", "tensor_parallel", type=int, default=1, show_default=True, help="vllm side: tensor parallel size.")
 @click.option("--min-agreement", type=float, default=None,
               help="Exit with status 1 if any task/view's answer agreement is below this fraction (e.g. 0.98).")
+@allow_errors_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def command(**kw: Any) -> None:
     """Run the same items on backends A and B; report agreement of answers and accuracy drift per view."""
@@ -92,6 +94,8 @@ def command(**kw: Any) -> None:
     report = run_parity(cfg)
     print_report(report, a, b)
     click.echo(f"parity report: {cfg.out}/parity.json")
+    views = [v for t in report["tasks"].values() for v in t["views"].values()]
+    finish(sum(v["errors_a"] + v["errors_b"] for v in views), sum(2 * v["n"] for v in views), kw["allow_errors"])
     worst = min_agreement(report)
     if kw["min_agreement"] is not None and (worst is None or worst < kw["min_agreement"]):
         click.echo(f"answer agreement {worst} is below --min-agreement {kw['min_agreement']}", err=True)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
+
+from vopd_bench.commands._outcome import allow_errors_option, finish
 
 
 @click.command("train", context_settings={"ignore_unknown_options": False})
@@ -10,8 +14,10 @@ import click
 @click.option("--out", "-o", default=None, help="Output directory (default runs/train-<recipe>). Re-running resumes.")
 @click.option("--options", "list_options", is_flag=True, help="List every config key with its default and help.")
 @click.option("--show-config", is_flag=True, help="Print the resolved config as YAML and exit.")
+@allow_errors_option
 @click.argument("overrides", nargs=-1)
-def command(recipe: str | None, out: str | None, list_options: bool, show_config: bool, overrides: tuple[str, ...]) -> None:
+def command(recipe: str | None, out: str | None, list_options: bool, show_config: bool, allow_errors: bool,
+            overrides: tuple[str, ...]) -> None:
     """Train a model to see the full image as well as the crop (Vision-OPD) and track the gap.
 
     OVERRIDES are key=value pairs applied on top of the recipe, e.g. `steps=40 beta=0 teacher=frozen`
@@ -37,4 +43,35 @@ def command(recipe: str | None, out: str | None, list_options: bool, show_config
 
     path = run_training(cfg)
     if dist.is_main():
+        from vopd_bench.demo import summary_lines
+
+        if (path / "curve.jsonl").is_file():
+            for line in summary_lines(path):
+                click.echo(line)
         click.echo(f"training run: {path} (curve: {path / 'curve.jsonl'})")
+        failed, total, steps = rescoring_failures(path)
+        hint = (f"the curve points of step(s) {', '.join(map(str, steps))} cover fewer items "
+                f"(the errors are in {path}/evals/step-N/samples)")
+        finish(failed, total, allow_errors, hint)
+
+
+def rescoring_failures(train_dir: Path) -> tuple[int, int, list[int]]:
+    """(failed, total) re-scoring requests over every curve point of a training run, and the steps with failures."""
+    import json
+
+    from vopd_bench.evaluate import request_failures
+    from vopd_bench.rundir import RunDir
+    from vopd_bench.train.curve import eval_path, read_curve
+
+    failed = total = 0
+    steps = []
+    for point in read_curve(train_dir / "curve.jsonl"):
+        d = eval_path(train_dir, point)
+        if d is None or not RunDir(d).results_path.is_file():
+            continue
+        res = json.loads(RunDir(d).results_path.read_text())
+        f, t = request_failures(res.get("tasks", {}), list(point.get("tasks", {})))
+        failed, total = failed + f, total + t
+        if f:
+            steps.append(point["step"])
+    return failed, total, steps

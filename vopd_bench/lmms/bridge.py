@@ -24,6 +24,9 @@ from vopd_bench.tasks import TaskSpec
 log = logging.getLogger(__name__)
 
 METRIC = "vopd_accuracy"  # the lmms-eval metric whose per-sample value is our record
+# How the `vopd_hf` model tells our process_results that a request failed (lmms-eval's generate_until can
+# only return text): the record then carries the error, never a wrong answer, and `vopd-bench gap` exits 3.
+ERROR_PREFIX = "[vopd-bench error] "
 
 
 def aggregate_accuracy(values: list[Any]) -> float:
@@ -94,7 +97,9 @@ class ExportedTask:
         """Score the response with our scorer; the record (plus lmms-eval's 0/1 `score`) is the metric value."""
         rendered = self._meta.get((view, str(doc["id"]))) or self.render(doc, view)
         response = results[0] if results else ""
-        rec = make_record(self.spec, self.item(doc), view, rendered, response if isinstance(response, str) else str(response))
+        text = response if isinstance(response, str) else str(response)
+        error = text[len(ERROR_PREFIX):] if text.startswith(ERROR_PREFIX) else None
+        rec = make_record(self.spec, self.item(doc), view, rendered, "" if error else text, error, retryable=error is not None)
         return {METRIC: {**rec, "score": float(bool(rec["correct"]))}}
 
 
