@@ -74,6 +74,34 @@ def test_lmms_eval_round_trip_matches_eval(tiny_model, synth_small, tmp_path, ca
     assert json.loads((imported / "results.json").read_text())["tasks"]["synth"] == b
 
 
+def test_vopd_hf_takes_batch_size_from_model_args_or_the_option(tiny_model, synth_small, tmp_path):
+    """`lmms-eval --model_args ...,batch_size=N` and `--batch_size N` both work (docs/lmms_eval.md): the CLI
+    always passes its own --batch_size (1 unless set) beside --model_args."""
+    pytest.importorskip("lmms_eval")
+    from lmms_eval.evaluator import simple_evaluate
+    from lmms_eval.tasks import TaskManager
+
+    from vopd_bench.lmms import register
+    from vopd_bench.lmms.model import VopdHF
+
+    cli = {"batch_size": 1, "max_batch_size": None, "device": None}  # what `lmms-eval` passes by default
+    assert VopdHF.create_from_arg_string(f"pretrained={tiny_model},batch_size=4", cli).batch_size == 4
+    assert VopdHF.create_from_arg_string(f"pretrained={tiny_model}", {**cli, "batch_size": "8"}).batch_size == 8
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 'auto'"):
+        VopdHF.create_from_arg_string(f"pretrained={tiny_model}", {**cli, "batch_size": "auto"})
+
+    # the whole path of the CLI: the registered name, model args as a string, lmms-eval's own batch_size
+    exp = tmp_path / "export"
+    assert run_cli(["export-lmms-eval", "--task", "synth", "--data", str(synth_small), "--limit", "6",
+                    "--out", str(exp)]) == 0
+    register()
+    res = simple_evaluate(model="vopd_hf", model_args=f"pretrained={tiny_model},batch_size=4,device=cpu",
+                          batch_size=1, tasks=["vopd_synth"], log_samples=True, bootstrap_iters=0,
+                          task_manager=TaskManager(include_path=str(exp), include_defaults=False))
+    assert {t: len(s) for t, s in res["samples"].items()} == {"vopd_synth_full": 6, "vopd_synth_crop": 6}
+    assert all(s["resps"][0][0] for s in res["samples"]["vopd_synth_crop"])  # real responses
+
+
 # ---------------------------------------------------------------------------- bad input (no model)
 @pytest.fixture
 def fx(tmp_path):

@@ -175,3 +175,30 @@ def test_task_specs_load_synthetic_items(tmp_path: Path, monkeypatch: pytest.Mon
     assert items[0].question in prompt and "D. " in prompt
     hold = get_task("synth_holdout")
     assert hold.options["kind"] == "holdout" and hold.views == ["full"]
+
+
+def test_cli_defaults_are_the_tasks(tmp_path: Path):
+    """`vopd-bench synth` without options writes what the `synth` task evaluates: its defaults are the task
+    spec's options (colour only: the reference model was never taught shape or digit)."""
+    from helpers import run_cli
+
+    from vopd_bench.tasks import get_task
+
+    for kind, task in (("clutter", "synth"), ("holdout", "synth_holdout")):
+        out = tmp_path / kind
+        assert run_cli(["synth", "--out", str(out), "--n", "6", "--kind", kind]) == 0
+        opts = get_task(task).options
+        meta = json.loads((out / "meta.json").read_text())
+        assert meta["config"] == SynthConfig(**{k: v for k, v in opts.items() if k not in ("n", "seed")}).to_dict()
+        assert meta["seed"] == opts["seed"] and synth.task_options(kind)["n"] == opts["n"]
+    rows = [json.loads(x) for x in (tmp_path / "clutter" / "items.jsonl").read_text().splitlines()]
+    assert {r["category"] for r in rows} == {"colour"}
+    spec = get_task("synth")
+    spec.options = {**spec.options, "n": 6}
+    assert [(r["id"], r["question"], r["answer"]) for r in rows] == [
+        (it.id, it.question, it.answer) for it in spec.load_items()]  # the task's own items, one for one
+    # options given still win; plain scenes take the task's categories with their own size and clutter
+    assert run_cli(["synth", "--out", str(tmp_path / "all"), "--n", "30", "--categories", "colour,shape,digit"]) == 0
+    assert set(json.loads((tmp_path / "all" / "meta.json").read_text())["categories"]) == set(synth.CATEGORIES)
+    plain = SynthConfig(**{k: v for k, v in synth.task_options("plain").items() if k not in ("n", "seed")})
+    assert plain.categories == ("colour",) and plain.clutter == 0.0 and plain.target_size == (10, 100)

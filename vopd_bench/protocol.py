@@ -96,6 +96,7 @@ def base_record(spec: TaskSpec, item: Item, view: str, rendered: Rendered) -> Re
         "task": spec.name,
         "view": view,
         "answer": item.answer,
+        "n_options": len(item.options) if item.options else None,  # chance level of a multiple-choice item
         "category": item.category,
         "group": item.group,
         "prompt_hash": spec.prompt.hash(),

@@ -1,5 +1,5 @@
 """Per-sample records → results.json: accuracy per view with CIs, the paired gap with a bootstrap CI
-and an exact McNemar p-value, the same per category, and an average over tasks."""
+and an exact McNemar p-value, the chance level, the same per category, and an average over tasks."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from vopd_bench.items import LETTERS
 from vopd_bench.stats import cluster_mean_ci, mcnemar_exact, paired_bootstrap
 
 Record = dict[str, Any]
@@ -60,8 +61,29 @@ def gap_stats(full: list[Record], crop: list[Record], seed: int = 0) -> dict[str
     }
 
 
+def chance_level(recs: list[Record]) -> float | None:
+    """Expected accuracy of a uniform guess on these records' items, or None when unknown (free text).
+
+    Yes/no answers: 1/2. Option letters: the mean of 1/(number of options) -- each record's `n_options`
+    where every record has one, else the count implied by the furthest letter among the gold and parsed
+    answers (a lower bound on the number of options, so chance is never understated).
+    """
+    answers = {str(r.get("answer") or "").strip() for r in recs}
+    if not recs or not all(answers):
+        return None
+    if {a.lower() for a in answers} <= {"yes", "no"}:
+        return 0.5
+    if all(r.get("n_options") for r in recs):
+        return float(np.mean([1 / r["n_options"] for r in recs]))
+    letters = {a.upper() for a in answers} | {str(r["parsed"]) for r in recs if r.get("parsed")}
+    if not letters <= set(LETTERS):
+        return None
+    return 1 / (1 + max(LETTERS.index(x) for x in letters))
+
+
 def _block(by_view: dict[str, list[Record]], skipped: dict[str, int], seed: int) -> dict[str, Any]:
     out: dict[str, Any] = {"views": {v: view_stats(r, skipped.get(v, 0)) for v, r in by_view.items()}}
+    out["chance"] = chance_level([r for recs in by_view.values() for r in recs if not r.get("error")])
     if "full" in by_view and "crop" in by_view:
         out["gap"] = gap_stats(by_view["full"], by_view["crop"], seed)
     return out

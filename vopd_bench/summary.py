@@ -1,4 +1,5 @@
-"""The printed summary table of a results.json (rich)."""
+"""The printed summary of a results.json (rich): the gap table, a per-category table for tasks with
+several categories, and a warning for every task or category the model answers no better than chance."""
 
 from __future__ import annotations
 
@@ -18,15 +19,16 @@ def _p(p: float | None) -> str:
     return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
 
 
-def results_table(results: dict[str, Any], title: str = "Regional-to-global gap") -> Table:
-    """One row per task (and the average): n, accuracy per view with 95% CI, gap [CI], McNemar p."""
+def _views(results: dict[str, Any]) -> list[str]:
     views: list[str] = []
     for t in results["tasks"].values():
         for v in t["views"]:
             if v not in views:
                 views.append(v)
-    table = Table(title=title, title_justify="left")
-    table.add_column("task")
+    return views
+
+
+def _columns(table: Table, views: list[str]) -> None:
     table.add_column("n", justify="right")
     for v in views:
         table.add_column(f"{v} % [95% CI]", justify="right")
@@ -34,17 +36,30 @@ def results_table(results: dict[str, Any], title: str = "Regional-to-global gap"
     table.add_column("McNemar p", justify="right")
     table.add_column("parse fail", justify="right")
     table.add_column("errors", justify="right")
+
+
+def _cells(block: dict[str, Any], views: list[str]) -> list[str]:
+    """n, accuracy [CI] per view, gap [CI], McNemar p, parse failures and errors of one results block."""
+    cells = []
+    for v in views:
+        s = block["views"].get(v)
+        cells.append("" if s is None else f"{_pct(s['accuracy'])} [{_pct(s['ci_low'])}, {_pct(s['ci_high'])}]")
+    g = block.get("gap") or {}
+    gap = "–" if g.get("value") is None else f"{g['value']:+.1f} [{g['ci_low']:+.1f}, {g['ci_high']:+.1f}]"
+    n = max(s["n"] for s in block["views"].values())
+    pf = sum(s["parse_failures"] for s in block["views"].values())
+    err = sum(s["errors"] for s in block["views"].values())
+    return [str(n), *cells, gap, _p(g.get("p_value")), str(pf), str(err)]
+
+
+def results_table(results: dict[str, Any], title: str = "Regional-to-global gap") -> Table:
+    """One row per task (and the average): n, accuracy per view with 95% CI, gap [CI], McNemar p."""
+    views = _views(results)
+    table = Table(title=title, title_justify="left")
+    table.add_column("task")
+    _columns(table, views)
     for name, t in results["tasks"].items():
-        cells = []
-        for v in views:
-            s = t["views"].get(v)
-            cells.append("" if s is None else f"{_pct(s['accuracy'])} [{_pct(s['ci_low'])}, {_pct(s['ci_high'])}]")
-        g = t.get("gap") or {}
-        gap = "–" if g.get("value") is None else f"{g['value']:+.1f} [{g['ci_low']:+.1f}, {g['ci_high']:+.1f}]"
-        n = max(s["n"] for s in t["views"].values())
-        pf = sum(s["parse_failures"] for s in t["views"].values())
-        err = sum(s["errors"] for s in t["views"].values())
-        table.add_row(name, str(n), *cells, gap, _p(g.get("p_value")), str(pf), str(err))
+        table.add_row(name, *_cells(t, views))
     if len(results["tasks"]) > 1:
         avg, n_tasks = results["average"], len(results["tasks"])
 
@@ -58,8 +73,59 @@ def results_table(results: dict[str, Any], title: str = "Regional-to-global gap"
     return table
 
 
+def _categories(task: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A task's per-category blocks when it has several categories (one category adds nothing)."""
+    cats = task.get("categories") or {}
+    return cats if len(cats) > 1 else {}
+
+
+def categories_table(results: dict[str, Any], title: str = "Per category") -> Table | None:
+    """One row per category of every task with several categories, with its chance level; None if none has."""
+    views = _views(results)
+    table = Table(title=title, title_justify="left")
+    table.add_column("task")
+    table.add_column("category")
+    table.add_column("chance %", justify="right")
+    _columns(table, views)
+    for name, t in results["tasks"].items():
+        for cat, block in _categories(t).items():
+            table.add_row(name, cat, _pct(block.get("chance")), *_cells(block, views))
+    return table if table.row_count else None
+
+
+def chance_warnings(results: dict[str, Any]) -> list[str]:
+    """A line for each task or category whose crop accuracy (full, for tasks without a crop view) is not
+    above chance: its 95% CI reaches down to the chance level of its answers (results block `chance`).
+
+    A model that cannot answer a question even when shown the decisive region zoomed in was never able
+    to answer it: its full-vs-crop gap measures noise, not perception.
+    """
+    out = []
+    for name, t in results["tasks"].items():
+        blocks = [(name, t)] + [(f"{name}, category {c}", b) for c, b in _categories(t).items()]
+        for where, block in blocks:
+            view = "crop" if "crop" in block["views"] else "full"
+            s, chance = block["views"].get(view), block.get("chance")
+            if s is None or chance is None or not s["n"] or s["ci_low"] > chance:
+                continue
+            what = "its gap is not meaningful" if view == "crop" else "its score is not meaningful"
+            out.append(
+                f"{where}: {view} accuracy {_pct(s['accuracy'])}% [95% CI {_pct(s['ci_low'])}, "
+                f"{_pct(s['ci_high'])}] is not above chance ({_pct(chance)}%, n={s['n']}): the model does not "
+                f"answer these questions{' even zoomed in' if view == 'crop' else ''}, so {what} "
+                "(was it taught them?)"
+            )
+    return out
+
+
 def print_results(results: dict[str, Any], title: str = "Regional-to-global gap") -> None:
+    """The gap table, the per-category table (tasks with several categories) and the chance warnings."""
     console = Console()
     if not console.is_terminal:
         console = Console(width=200)
     console.print(results_table(results, title))
+    cats = categories_table(results)
+    if cats is not None:
+        console.print(cats)
+    for line in chance_warnings(results):
+        console.print(f"warning: {line}", style="yellow", markup=False, highlight=False)

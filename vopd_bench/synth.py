@@ -368,6 +368,28 @@ def generate(out_dir: str | Path, cfg: SynthConfig, n: int, seed: int, replace: 
     return out_dir
 
 
+# The task that asks each kind of scene: its spec's `options` are the one source of the generator's defaults.
+TASK_OF_KIND = {"clutter": "synth", "holdout": "synth_holdout", "plain": "synth"}
+_KIND_FIELDS = ("kind", "target_size", "clutter")  # the scene settings that differ by kind
+
+
+def task_options(kind: str = "clutter") -> dict[str, Any]:
+    """Generator settings (SynthConfig fields plus `n` and `seed`) of the task that asks `kind` scenes.
+
+    These are the defaults of `vopd-bench synth --kind KIND`, so that its output is what the task evaluates
+    (`synth` asks colour only: the reference model was never taught shape or digit). `plain` scenes have no
+    task of their own: they take `synth`'s categories and options, with the plain kind's size and clutter.
+    """
+    from vopd_bench.tasks import get_task
+
+    if kind not in TASK_OF_KIND:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    opts = dict(get_task(TASK_OF_KIND[kind]).options)
+    if opts.get("kind", "clutter") != kind:  # another kind's scene settings do not apply
+        opts = {k: v for k, v in opts.items() if k not in _KIND_FIELDS}
+    return {**opts, "kind": kind}
+
+
 def cache_dir() -> Path:
     """`$VOPD_BENCH_CACHE` or ~/.cache/vopd-bench."""
     return Path(os.environ.get("VOPD_BENCH_CACHE") or Path.home() / ".cache" / "vopd-bench").expanduser()
