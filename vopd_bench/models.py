@@ -1,26 +1,28 @@
-"""Resolving a model name to a loadable location, and fingerprinting what was loaded."""
+"""Resolving a model name to a loadable location, loading its config and processor with one-line errors
+(the backends' preflight), and fingerprinting what was loaded."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 from vopd_bench.errors import UserError
 
 REFERENCE_NAME = "vopd-tiny"
+REFERENCE_DIR = Path(__file__).parent / "reference" / REFERENCE_NAME  # the shipped checkpoint (no torch import)
 
 
 def resolve_model(name: str) -> str:
     """`vopd-tiny` → the shipped reference checkpoint; an existing folder → itself; else a Hub id."""
     if name == REFERENCE_NAME:
-        from vopd_bench.reference import reference_model_path
-
-        return str(reference_model_path())
+        return str(REFERENCE_DIR)
     p = Path(name).expanduser()
     if p.exists():
         if not (p / "config.json").is_file():
-            raise UserError(f"model folder {name} has no config.json")
+            raise UserError(f"model folder {name} has no config.json (not a saved model: point --model at the folder "
+                            "save_pretrained wrote)")
         return str(p.resolve())
     looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith("/")
     if looks_like_path or "/" not in name:
@@ -46,3 +48,64 @@ def fingerprint(path: str) -> str | None:
                 fh.seek(-(1 << 20), 2)
                 h.update(fh.read())
     return h.hexdigest()[:16]
+
+
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """An exception's message as one short line (its first sentence of the first line, at most `limit` chars)."""
+    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    if len(text) > limit:
+        cut = text.find(". ", 0, limit)
+        text = text[: cut + 1] if cut > 0 else text[: limit - 3] + "..."
+    return text
+
+
+def model_label(name: str, path: str) -> str:
+    """How an error names a model: "model NAME (PATH)", or "model PATH" when they are the same."""
+    return f"model {path}" if name == path else f"model {name!r} ({path})"
+
+
+def load_config(path: str, name: str, revision: str | None = None) -> Any:
+    """The model's transformers config; a missing, unreadable or unknown one is a one-line `UserError`."""
+    from transformers import AutoConfig, __version__
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    try:
+        return AutoConfig.from_pretrained(path, revision=revision)
+    except (OSError, ValueError, KeyError) as e:
+        model_type = _local_model_type(path)
+        if model_type is not None and model_type not in CONFIG_MAPPING_NAMES:
+            raise UserError(
+                f"{Path(path) / 'config.json'} has model_type {model_type!r}, unknown to transformers {__version__} "
+                "(upgrade transformers, or fix config.json)"
+            ) from None
+        raise UserError(f"cannot load the config of {model_label(name, path)}: {first_line(e)}") from None
+
+
+def load_processor(path: str, name: str, revision: str | None = None) -> Any:
+    """The model's processor, which must carry a chat template; any failure is a one-line `UserError`."""
+    from transformers import AutoProcessor
+
+    try:
+        processor = AutoProcessor.from_pretrained(path, revision=revision)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"cannot load the processor of {model_label(name, path)}: {first_line(e)}") from None
+    check_chat_template(processor, path, name)
+    return processor
+
+
+def check_chat_template(processor: Any, path: str, name: str) -> None:
+    """Prompts are rendered with the processor's chat template: refuse a processor that has none."""
+    if not getattr(processor, "chat_template", None):
+        raise UserError(
+            f"{model_label(name, path)} has no chat template: add the base model's chat_template.jinja "
+            "(or its chat_template entry) to the folder"
+        )
+
+
+def _local_model_type(path: str) -> str | None:
+    """`model_type` from a local folder's config.json (None for a Hub id or an unreadable file)."""
+    try:
+        value = json.loads((Path(path) / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None

@@ -66,7 +66,11 @@ def run_side(cfg: ParityConfig, bcfg: BackendConfig, out: Path) -> None:
 
 def run_parity(cfg: ParityConfig) -> dict[str, Any]:
     """Run both sides (resuming whatever is already done) and write `<out>/parity.json`."""
+    from vopd_bench.backends import preflight
+
     dir_a, dir_b = cfg.side_dirs()
+    for bcfg in (cfg.a, cfg.b):  # both sides checked before either runs: a bad side b wastes no side-a run
+        preflight(bcfg)
     for bcfg, out in ((cfg.a, dir_a), (cfg.b, dir_b)):
         log.info("parity: running %s into %s", bcfg.backend, out)
         run_side(cfg, bcfg, out)

@@ -36,12 +36,12 @@ from PIL import Image
 
 from vopd_bench import synth, tiny
 from vopd_bench.items import Item
+from vopd_bench.models import REFERENCE_DIR  # the shipped checkpoint folder
 from vopd_bench.tasks import TaskSpec, get_task
 from vopd_bench.views import render_view
 
 log = logging.getLogger(__name__)
 
-REFERENCE_DIR = Path(__file__).parent / "reference" / "vopd-tiny"
 TASK = "synth"
 HOLDOUT_TASK = "synth_holdout"
 # The gap task's scenes as the shipped model was pre-trained with (its crop and lightly cluttered sources,

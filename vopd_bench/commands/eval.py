@@ -71,6 +71,8 @@ def default_out(model: str, backend: str) -> str:
 @click.option("--concurrency", type=int, default=8, show_default=True, help="openai backend: parallel requests.")
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="openai backend: seconds per request.")
 @click.option("--max-retries", type=int, default=5, show_default=True, help="openai backend: retries on 429/5xx/timeouts.")
+@click.option("--no-preflight", is_flag=True,
+              help="openai backend: skip the check of the server's /models list before the run (servers without it).")
 @click.option("--tp", "tensor_parallel", type=int, default=1, show_default=True, help="vllm backend: tensor parallel size.")
 @click.option("--vllm-arg", "vllm_args", multiple=True, help="vllm backend: engine argument KEY=VALUE (repeatable), e.g. max_model_len=8192.")
 @click.option("--prefetch", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
@@ -90,6 +92,8 @@ def command(**kw) -> None:
     if kw["tensor_parallel"] != 1:
         extra["tensor_parallel_size"] = kw["tensor_parallel"]
     backend, why = resolve_backend(kw["backend"])
+    if kw["no_preflight"] and backend == "openai":
+        extra["preflight"] = False
     if kw["backend"] == "auto" and dist_info()[0] == 0:
         click.echo(f"backend: {backend} ({why})", err=True)
     batch = kw["batch_size"] or {"hf": 16, "vllm": 256, "openai": 4 * kw["concurrency"]}[backend]
@@ -130,4 +134,21 @@ def command(**kw) -> None:
                    err=True)
     print_results({**results, "tasks": {t: results["tasks"][t] for t in names if t in results["tasks"]}})
     click.echo(f"run directory: {cfg.out}")
-    finish(*request_failures(results["tasks"], names), kw["allow_errors"])
+    failed, total = request_failures(results["tasks"], names)
+    finish(failed, total, kw["allow_errors"], retry_hint(cfg.out, results, names) if failed else "")
+
+
+def retry_hint(out: str, results: dict[str, Any], names: list[str]) -> str:
+    """What re-running does for the failed records: retries those that can succeed, says how many cannot."""
+    from vopd_bench.commands._outcome import RETRY_HINT
+    from vopd_bench.rundir import RunDir
+
+    run = RunDir(out)
+    permanent = sum(
+        1 for t in names for v in results.get("views", {}).get(t, [])
+        for r in run.load_records(t, v).values() if r.get("error") and not r.get("retryable")
+    )
+    if not permanent:
+        return RETRY_HINT
+    return (f"{RETRY_HINT}; {permanent} of them will fail again (an undecodable image or a request the backend "
+            "rejected: see their `error` field in samples/), --allow-errors accepts that")

@@ -63,6 +63,7 @@ def print_report(report: dict[str, Any], a: str, b: str) -> None:
 @click.option("--tp", "tensor_parallel", type=int, default=1, show_default=True, help="vllm side: tensor parallel size.")
 @click.option("--min-agreement", type=float, default=None,
               help="Exit with status 1 if any task/view's answer agreement is below this fraction (e.g. 0.98).")
+@click.option("--no-preflight", is_flag=True, help="openai side: skip the check of the server's /models list.")
 @allow_errors_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def command(**kw: Any) -> None:
@@ -84,6 +85,8 @@ def command(**kw: Any) -> None:
     for c in (cfg_a, cfg_b):
         if c.backend == "vllm":
             c.extra.update(vllm_extra)
+        if c.backend == "openai" and kw["no_preflight"]:
+            c.extra["preflight"] = False
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", kw["model"].rstrip("/").split("/")[-1]) or "model"
     cfg = ParityConfig(
         tasks=list(kw["tasks"]), a=cfg_a, b=cfg_b, out=kw["out"] or f"runs/parity-{slug}-{a}-vs-{b}",

@@ -5,6 +5,7 @@ through `HFBackend.generate` in task order and in batches of `batch_size`, exact
 batches a view, so the same checkpoint gives the same responses either way.
 
     lmms-eval --model vopd_hf --model_args pretrained=vopd-tiny,batch_size=16 --tasks vopd_synth ...
+    lmms-eval --model vopd_hf --model_args pretrained=vopd-tiny --batch_size 16 --tasks vopd_synth ...
 """
 
 from __future__ import annotations
@@ -17,12 +18,24 @@ from lmms_eval.api.model import lmms
 from PIL import Image
 
 from vopd_bench.backends.base import BackendConfig, GenerationKwargs, Request
+from vopd_bench.lmms.bridge import ERROR_PREFIX
 
 log = logging.getLogger(__name__)
 
 
 def _opt_int(v: Any) -> int | None:
     return None if v in (None, "", "None") else int(v)
+
+
+def _batch_size(v: Any) -> int:
+    """A positive integer (lmms-eval's `auto` batch-size search is not supported)."""
+    try:
+        n = int(v)
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1:
+        raise ValueError(f"vopd_hf: batch_size must be a positive integer, got {v!r}")
+    return n
 
 
 def to_request(key: str, messages: list[dict[str, Any]]) -> Request:
@@ -69,9 +82,30 @@ class VopdHF(lmms):
             log.debug("vopd_hf: ignoring model args %s", sorted(kwargs))
         self.cfg = BackendConfig(backend="hf", model=pretrained, revision=revision, dtype=dtype,
                                  device=device or "auto", max_pixels=_opt_int(max_pixels),
-                                 min_pixels=_opt_int(min_pixels), batch_size=int(batch_size))
+                                 min_pixels=_opt_int(min_pixels), batch_size=_batch_size(batch_size))
         self.backend = backend or HFBackend(self.cfg)
         self.batch_size_per_gpu = self.cfg.batch_size
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict[str, Any] | None = None) -> VopdHF:
+        """The model from `--model_args` plus lmms-eval's own options (`--batch_size`, `--device`).
+
+        lmms-eval's default would call `cls(**model_args, **options)`, which fails when a key is in both;
+        it always passes `--batch_size` (1 unless given), so `batch_size=N` in `--model_args` would never
+        work. A key given in both is taken from `--model_args`, with a warning where an explicitly set
+        option disagrees.
+        """
+        from lmms_eval.utils import simple_parse_args_string
+
+        args = simple_parse_args_string(arg_string)
+        for key, value in (additional_config or {}).items():
+            if value is None:
+                continue
+            if key not in args:
+                args[key] = value
+            elif str(value) != str(args[key]) and (key, str(value)) != ("batch_size", "1"):
+                log.warning("vopd_hf: %s=%s from --model_args overrides --%s %s", key, args[key], key, value)
+        return cls(**args)
 
     @property
     def batch_size(self) -> int:
@@ -107,9 +141,10 @@ class VopdHF(lmms):
             if any(g != gen for _, g in built):
                 raise ValueError("vopd_hf: one task's requests carry different generation kwargs")
             for i, (req, _), r in zip(batch, built, self.backend.generate([b[0] for b in built], gen)):
-                if r.error:
+                if r.error:  # our exported tasks record it as an error (never a wrong answer): see bridge.ERROR_PREFIX
                     log.warning("vopd_hf: %s failed: %s", req.key, r.error)
-                out[i] = GenerationResult(text=r.text, token_counts=TokenCounts(output_tokens=r.n_tokens))
+                text = f"{ERROR_PREFIX}{r.error}" if r.error else r.text
+                out[i] = GenerationResult(text=text, token_counts=TokenCounts(output_tokens=r.n_tokens))
         return out
 
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
