@@ -47,13 +47,18 @@ def command(run_dirs: tuple[Path, ...], out: Path | None, labels: tuple[str, ...
       figures/gap_models.{png,pdf}     full vs crop accuracy per model (95% CIs), gap annotated
       figures/before_after_*.{png,pdf} gap before vs after distillation, per task: for each training
                                        dir (first vs last scored step of curve.jsonl) and for each
-                                       --before/--after pair of eval run dirs
+                                       --before/--after pair of eval run dirs; with the relative gap
+                                       change and the gap closed, (full_N - full_0) / (crop_0 - full_0)
+                                       with a paired bootstrap CI (negative when full got worse)
       figures/curve_*.{png,pdf}        full/crop/holdout accuracy and gap vs training step
       figures/categories_*.{png,pdf}   per-category breakdown, tasks with categories
       tables/table1_full.*, tables/table2_crop_gap.*   Markdown, LaTeX (booktabs), CSV
       report.md                        everything above, with a protocol line
     A training dir adds two rows: its base model (first scored step) and the distilled checkpoint
-    (last step). --before/--after dirs are included in the tables too.
+    (last step). --before/--after dirs are included in the tables too. A model whose crop or holdout
+    accuracy fell more than collapse_warn_points (the training run's; default 10) below its base is
+    marked with a dagger and a footnote wherever its gap is shown, and never bolded as best. An eval
+    run of a training checkpoint folder is labelled by its run and step.
     """
     from vopd_bench.report import build_report
 
