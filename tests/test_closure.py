@@ -308,7 +308,12 @@ def test_bad_closure_input_is_a_one_line_error(collapsed: Path, tmp_path: Path,
                                      + "\n")
     with pytest.raises(UserError, match=r"curve.jsonl: line 2: tasks.synth.closure.gap_reduction should be a number"):
         load_inputs([run])
-    (run / "curve.jsonl").write_text("\n".join(lines) + "\n")
+    # the stored closure (with its CI) is used as recorded: without it the report reads the sample files
+    old = [json.loads(x) for x in lines]
+    for p in old:
+        for t in p["tasks"].values():
+            t.pop("closure", None)
+    (run / "curve.jsonl").write_text("".join(json.dumps(p) + "\n" for p in old))
     samples = run / "evals" / "step-10" / "samples" / GAP / "full.jsonl"
     rows = [json.loads(x) for x in samples.read_text().splitlines()]
     del rows[3]["correct"]
@@ -318,3 +323,20 @@ def test_bad_closure_input_is_a_one_line_error(collapsed: Path, tmp_path: Path,
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err == f"error: {samples}: record 'synth-3' has no 'correct' field"
+
+
+def test_demo_summary_of_a_moved_run_finds_its_eval_dirs(collapsed: Path, tmp_path: Path) -> None:
+    """eval_dir recorded elsewhere (the run was moved): the full-image gain still comes from run/evals/."""
+    import shutil
+
+    from vopd_bench.demo import summary_lines
+
+    run = tmp_path / "train"
+    shutil.copytree(collapsed, run)
+    lines = []
+    for p in read_curve(run / "curve.jsonl"):
+        p["eval_dir"] = f"elsewhere/evals/step-{p['step']}"
+        lines.append(json.dumps(p))
+    (run / "curve.jsonl").write_text("\n".join(lines) + "\n")
+    synth = summary_lines(run)[0]
+    assert "full-image gain -28.3 pts" in synth and "(n = 60)" in synth and "nan" not in synth

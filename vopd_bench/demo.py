@@ -62,63 +62,61 @@ def report(cfg: DemoConfig, train_dir: Path) -> Path:
     return build_report([base, train_dir], Path(cfg.reports), labels={base: "vopd-tiny (base)"})
 
 
-def full_gain(first: dict[str, Any], last: dict[str, Any], task: str, view: str = "full") -> dict[str, Any]:
-    """Paired change of one view's accuracy between two curve points (same items): points and exact McNemar p."""
-    from vopd_bench.rundir import RunDir
+def full_gain(items: tuple[list[float], list[float], list[float], Any]) -> dict[str, Any]:
+    """Paired change of the full view's accuracy between two curve points, from `paired_items` (the same items
+    as the closure): points and exact McNemar p."""
     from vopd_bench.stats import mcnemar_exact
 
-    a = RunDir(first["eval_dir"]).load_records(task, view)
-    b = RunDir(last["eval_dir"]).load_records(task, view)
-    ids = [i for i in a if i in b and not a[i].get("error") and not b[i].get("error")]
-    up = sum(1 for i in ids if b[i]["correct"] and not a[i]["correct"])
-    down = sum(1 for i in ids if a[i]["correct"] and not b[i]["correct"])
-    gain = 100.0 * (up - down) / len(ids) if ids else float("nan")
-    return {"gain": gain, "p_value": mcnemar_exact(up, down), "n": len(ids), "improved": up, "worsened": down}
-
-
-def closure_of(train_dir: Path, first: dict[str, Any], last: dict[str, Any], task: str) -> dict[str, Any] | None:
-    """The gap closure of `task` from `first` to `last` as curve.jsonl records it (computed for older curves)."""
-    from vopd_bench.train.curve import closure_block
-
-    return last["tasks"][task].get("closure") or closure_block(first, last, task, train_dir)
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
+    full0, _, full1, _ = items
+    up = sum(1 for a, b in zip(full0, full1, strict=True) if b and not a)
+    down = sum(1 for a, b in zip(full0, full1, strict=True) if a and not b)
+    n = len(full0)
+    gain = 100.0 * (up - down) / n if n else float("nan")
+    return {"gain": gain, "p_value": mcnemar_exact(up, down), "n": n, "improved": up, "worsened": down}
 
 
 def summary_lines(train_dir: Path) -> list[str]:
     """One line per task of a training run, step 0 -> last step: accuracies and, for a gap task, the gap with its
     relative reduction beside the share of the base gap closed by the full view (95% CI) and the paired full-image
-    gain;
+    gain (both over the items of the two eval dirs, found as the report finds them: a moved run reads its own);
     then a COLLAPSE line when crop or holdout accuracy fell more than `collapse_warn_points` below step 0."""
+    from vopd_bench.report.closure import pct
     from vopd_bench.report.load import collapse_threshold, read_json
-    from vopd_bench.train.curve import accuracies, accuracy_drops, read_curve
+    from vopd_bench.train.curve import (
+        accuracies,
+        accuracy_drops,
+        closure_block,
+        eval_path,
+        paired_items,
+        read_curve,
+    )
 
     curve = read_curve(train_dir / "curve.jsonl")
     first, last = curve[0], curve[-1]
+    d0, d1 = eval_path(train_dir, first), eval_path(train_dir, last)
     lines = []
     for task, t in last["tasks"].items():
         if task not in first["tasks"]:
             continue
-        views = "  ".join(
-            f"{v} {100 * first['tasks'][task]['views'][v]['accuracy']:.1f} -> {100 * s['accuracy']:.1f}"
-            for v, s in t["views"].items()
-        )
+        b = first["tasks"][task]
+        views = "  ".join(f"{v} {100 * b['views'][v]['accuracy']:.1f} -> {100 * s['accuracy']:.1f}"
+                          for v, s in t["views"].items())
         line = f"{task}: step {first['step']} -> {last['step']}: {views}"
-        g0, g1 = (first["tasks"][task].get("gap") or {}).get("value"), (t.get("gap") or {}).get("value")
-        c = closure_of(train_dir, first, last, task) if "gap" in t else None
+        g0, g1 = (b.get("gap") or {}).get("value"), (t.get("gap") or {}).get("value")
+        c = (t.get("closure") or closure_block(first, last, task, train_dir)) if "gap" in t else None
         if c is not None and g0 is not None and g1 is not None:
-            red = "n/a" if c.get("gap_reduction") is None else f"{100 * c['gap_reduction']:.0f}%"
-            ci = f" [{_pct(c['ci_low'])}, {_pct(c['ci_high'])}]" if c.get("ci_low") is not None else ""
-            line += (f"  gap {g0:+.1f} -> {g1:+.1f} pts (relative reduction {red}); "
-                     f"gap closed by the full view {_pct(c.get('value'))}{ci}")
-            g = full_gain(first, last, task)
-            line += f"; full-image gain {g['gain']:+.1f} pts, McNemar p = {g['p_value']:.2g} (n = {g['n']})"
+            ci = (f" [{pct(c['ci_low'], 1, False, '-')}, {pct(c['ci_high'], 1, False, '-')}]"
+                  if c.get("ci_low") is not None and c.get("ci_high") is not None else "")
+            line += (f"  gap {g0:+.1f} -> {g1:+.1f} pts (relative reduction {pct(c.get('gap_reduction'), 0, False, '-')}); "
+                     f"gap closed by the full view {pct(c.get('value'), 1, False, '-')}{ci}")
+            items = paired_items(d0, d1, task) if d0 is not None and d1 is not None else None
+            if items and items[0]:
+                g = full_gain(items)
+                line += f"; full-image gain {g['gain']:+.1f} pts, McNemar p = {g['p_value']:.2g} (n = {g['n']})"
         lines.append(line)
     config = train_dir / "config.json"
     threshold = collapse_threshold(read_json(config) if config.is_file() else None)
-    drops = accuracy_drops(accuracies(first), accuracies(last), threshold)
+    drops = accuracy_drops(accuracies(first["tasks"]), accuracies(last["tasks"]), threshold)
     if drops:
         what = ", ".join(f"{t} {v} {a:.1f} -> {b:.1f}" for t, v, a, b in drops)
         lines.append(f"COLLAPSE at step {last['step']}: {what} (more than {threshold:g} points below step "

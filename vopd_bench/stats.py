@@ -89,7 +89,8 @@ def gap_closure(
     The three sequences are paired by position (one item scored at step 0 on full and crop, and at step N on
     full); the bootstrap resamples items (whole groups when given) and recomputes the ratio. Negative when the
     full view got worse; NaN when the base gap is not positive, and NaN bounds when more than 2.5% of the
-    resamples have no positive base gap (the interval is then unbounded)."""
+    resamples have no positive base gap (the interval is then unbounded). Otherwise the resamples whose base gap
+    is not positive are dropped before the percentiles are taken: the CI is conditional on a positive base gap."""
     f0, c0, f1 = (np.asarray(x, dtype=float) for x in (full0, crop0, full1))
     if not f0.size == c0.size == f1.size:
         raise ValueError(f"gap_closure: paired sequences differ in length ({f0.size}, {c0.size}, {f1.size})")

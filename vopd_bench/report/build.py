@@ -7,19 +7,21 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from vopd_bench.errors import UserError
 from vopd_bench.report import markdown
-from vopd_bench.report.closure import DEFINITION
+from vopd_bench.report.closure import DEFINITION, pair_closures
 from vopd_bench.report.curve import plot_curve
 from vopd_bench.report.figures import paper_style, plot_before_after, plot_categories, plot_gap_models, save
 from vopd_bench.report.load import (
+    Closure,
     ModelResult,
     TrainingRun,
+    checkpoint_threshold,
     collapse_reasons,
-    collapse_threshold,
     dedupe_labels,
     load_run,
 )
@@ -36,12 +38,25 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class Pair:
+    """A before/after comparison: `after` as this pair shows it (its collapse verdict against this `before`),
+    and the closure per task, computed once (`load_inputs`). Unpacks as `before, after`."""
+
+    before: ModelResult
+    after: ModelResult
+    closure: dict[str, Closure | None] = field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[ModelResult]:
+        return iter((self.before, self.after))
+
+
+@dataclass
 class Inputs:
     """Everything the report shows, read and validated."""
 
     models: list[ModelResult] = field(default_factory=list)  # rows of the tables / bar groups
     trainings: list[TrainingRun] = field(default_factory=list)
-    pairs: list[tuple[ModelResult, ModelResult]] = field(default_factory=list)  # before, after
+    pairs: list[Pair] = field(default_factory=list)
     described: list[str] = field(default_factory=list)
 
 
@@ -63,7 +78,7 @@ def load_inputs(run_dirs: list[Path], labels: dict[Path, str] | None = None,
             inp.trainings.append(run)
             inp.models += [run.before] + ([run.after] if run.after else [])
             if run.after:
-                inp.pairs.append((run.before, run.after))
+                inp.pairs.append(Pair(run.before, run.after))
         else:
             inp.models.append(run)
     for b, a in pairs:
@@ -71,14 +86,18 @@ def load_inputs(run_dirs: list[Path], labels: dict[Path, str] | None = None,
         if isinstance(rb, TrainingRun) or isinstance(ra, TrainingRun):
             raise UserError(f"--before/--after take eval run dirs; {b if isinstance(rb, TrainingRun) else a} is a "
                             "training dir (its before/after is drawn from curve.jsonl anyway)")
-        inp.pairs.append((rb, ra))
-        if not ra.collapse:
-            ra.collapse_threshold = collapse_threshold()
-            ra.collapse = collapse_reasons(rb, ra, ra.collapse_threshold)
+        threshold = checkpoint_threshold(ra.config)  # a checkpoint: its run's collapse_warn_points
+        shown = replace(ra, collapse=collapse_reasons(rb.tasks, ra.tasks, threshold), collapse_threshold=threshold)
+        inp.pairs.append(Pair(rb, shown))
+        if shown.collapse and not ra.collapse:  # the tables' row: flagged when any pair flags it
+            ra.collapse, ra.collapse_threshold = shown.collapse, threshold
     if not inp.models:
         raise UserError("no run directory given")
     _merge_repeated_base(inp)
     dedupe_labels(inp.models)
+    for pair in inp.pairs:
+        pair.after.label = next((m.label for m in inp.models if m.tasks is pair.after.tasks), pair.after.label)
+        pair.closure = pair_closures(pair.before, pair.after)
     for p in order:
         run = loaded[p.resolve()]
         kind = "training run " if isinstance(run, TrainingRun) else ""
@@ -108,7 +127,9 @@ def _merge_repeated_base(inp: Inputs) -> None:
         if twin is None:
             continue
         inp.models = [m for m in inp.models if m is not tr.before]
-        inp.pairs = [(twin if b is tr.before else b, a) for b, a in inp.pairs]
+        for pair in inp.pairs:
+            if pair.before is tr.before:
+                pair.before = twin
 
 
 def build_report(run_dirs: list[Path], out: Path, labels: dict[Path, str] | None = None,
@@ -169,16 +190,17 @@ def _render(inp: Inputs, root: Path) -> str:
             t.write(tabs)
         sections.append(markdown.Section("Tables", tables=[(t1, f"tables/{t1.label}"), (t2, f"tables/{t2.label}")]))
 
-        for b, a in inp.pairs:
+        for pair in inp.pairs:
+            b, a = pair
             stem = name(f"before_after_{slug(b.label)}")
-            fig, _ = plot_before_after(b, a)
+            fig, _ = plot_before_after(b, a, closures=pair.closure)
             save(fig, figs / stem)
             sections.append(markdown.Section(
                 f"Before / after: {b.label} → {a.label}", f"figures/{stem}.png", f"figures/{stem}.pdf",
                 "Gap (crop − full, points, 95% CI) before and after distillation; below each task, the relative "
-                f"change of the gap and the gap closed, where {DEFINITION}. A dagger marks a collapsed model "
-                "(footnote).",
-                lines=[markdown.pair_line(b, a)]))
+                f"change of the gap and the gap closed, where {DEFINITION}."
+                + (" A dagger marks a collapsed model (footnote)." if a.collapse else ""),
+                lines=[markdown.pair_line(b, a, pair.closure)]))
 
         for run in inp.trainings:
             stem = name(f"curve_{slug(run.label)}")

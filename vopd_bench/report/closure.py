@@ -18,16 +18,21 @@ from vopd_bench.train.curve import paired_items
 
 DEFINITION = ("gap closed = (full_N − full_0) / (crop_0 − full_0), the share of the base gap recovered by the full "
               "view (95% paired-bootstrap CI over items; negative when the full view got worse)")
+FOOTNOTE = ("closed: (full_N − full_0) / (crop_0 − full_0), the share of the base gap recovered by the full view "
+            "[95% paired-bootstrap CI].")  # under the figures that show it
 
 
-def closure_between(b: Block | None, a: Block | None, dirs: tuple[Path | None, Path | None], task: str,
-                    stored: Closure | None = None) -> Closure | None:
-    """The closure of `task` from block `b` (step 0) to block `a` (step N): from the items of both run dirs'
-    sample files when they exist, else the `stored` record, else the point estimate from accuracies (no CI)."""
+def closure_between(b: Block | None, a: Block | None, dirs: tuple[Path | None, Path | None] | None = None,
+                    task: str | None = None, stored: Closure | None = None) -> Closure | None:
+    """The closure of `task` from block `b` (step 0) to block `a` (step N): the `stored` record when it has a CI,
+    else from the items of both run dirs' sample files when they exist, else the `stored` record, else the point
+    estimate from accuracies (no CI). Its `gap_reduction` is always set when both gaps are known."""
     if b is None or a is None:
         return None
     reduction = relative_reduction(gap_points(b), gap_points(a))
-    items = paired_items(dirs[0], dirs[1], task) if None not in dirs else None
+    if stored is not None and stored.ci_low is not None and stored.ci_high is not None:
+        return stored
+    items = paired_items(dirs[0], dirs[1], task) if dirs and None not in dirs and task else None
     if items and items[0]:
         v, lo, hi = (None if math.isnan(x) else x for x in gap_closure(*items))
         return Closure(v, lo, hi, reduction, len(items[0]))
@@ -42,14 +47,23 @@ def pair_closure(before: ModelResult, after: ModelResult, task: str) -> Closure 
                            after.closure.get(task))
 
 
+def pair_closures(before: ModelResult, after: ModelResult) -> dict[str, Closure | None]:
+    """task -> the closure from `before` to `after`, for every task both have (computed once per pair)."""
+    return {t: pair_closure(before, after, t) for t in before.tasks if t in after.tasks}
+
+
 def curve_closure(first: CurvePoint, last: CurvePoint, task: str) -> Closure | None:
     """The closure of `task` from the first to the last point of a training curve."""
     return closure_between(first.tasks.get(task), last.tasks.get(task), (first.eval_path, last.eval_path), task,
                            last.closure.get(task))
 
 
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:+.0f}%".replace("-", "−")
+def pct(x: float | None, digits: int = 0, plus: bool = True, minus: str = "−") -> str:
+    """A fraction as a percentage: `+55%` (`plus`: with a sign when positive), the minus typographic unless
+    `minus` says otherwise (the terminal's `-`); `n/a` for None."""
+    if x is None:
+        return "n/a"
+    return format(100 * x, f"{'+' if plus else ''}.{digits}f").replace("-", minus) + "%"
 
 
 def closure_text(c: Closure | None) -> str:
@@ -57,5 +71,5 @@ def closure_text(c: Closure | None) -> str:
     if c is None or c.value is None:
         return "n/a"
     if c.ci_low is not None and c.ci_high is not None:
-        return f"{_pct(c.value)} [{_pct(c.ci_low)}, {_pct(c.ci_high)}]"
-    return _pct(c.value)
+        return f"{pct(c.value)} [{pct(c.ci_low)}, {pct(c.ci_high)}]"
+    return pct(c.value)

@@ -17,7 +17,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from vopd_bench.report.closure import closure_text, curve_closure
+from vopd_bench.report.closure import FOOTNOTE, closure_text, curve_closure, pct
 from vopd_bench.report.figures import (
     COLORS,
     NAMES,
@@ -28,10 +28,16 @@ from vopd_bench.report.figures import (
     save,
     signed,
 )
-from vopd_bench.report.load import CurvePoint, collapse_threshold, is_holdout, read_curve, read_json
+from vopd_bench.report.load import (
+    CurvePoint,
+    collapse_reasons,
+    collapse_threshold,
+    is_holdout,
+    read_curve,
+    read_json,
+)
 from vopd_bench.report.tables import DAGGER, gap_points
 from vopd_bench.stats import relative_reduction
-from vopd_bench.train.curve import accuracy_drops
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +57,6 @@ def curve_tasks(curve: list[CurvePoint]) -> tuple[list[str], list[str]]:
             elif {"full", "crop"} <= set(b.views):
                 gap.append(name)
     return gap, hold
-
-
-CROP_DROP_PTS = 3.0  # a gap that shrinks while crop accuracy falls more than this is flagged, not celebrated
 
 
 def _track(curve: list[CurvePoint], task: str, view: str) -> dict[str, list[float]]:
@@ -95,15 +98,10 @@ def _line(ax: Any, tr: dict[str, list[float]], key: str, color: str, label: str,
 def collapsed_points(curve: list[CurvePoint], threshold: float) -> dict[int, list[str]]:
     """step -> `task view then → now` for each point whose crop (holdout: full) accuracy fell more than
     `threshold` points below the first point's."""
-
-    def acc(p: CurvePoint) -> dict[str, dict[str, float | None]]:
-        return {t: {v: s.accuracy for v, s in b.views.items()} for t, b in p.tasks.items()}
-
     out = {}
     for p in curve[1:]:
-        drops = accuracy_drops(acc(curve[0]), acc(p), threshold)
-        if drops:
-            out[p.step] = [f"{t} {v} {a:.1f} → {b:.1f}" for t, v, a, b in drops]
+        if reasons := collapse_reasons(curve[0].tasks, p.tasks, threshold):
+            out[p.step] = reasons
     return out
 
 
@@ -148,12 +146,10 @@ def plot_curve(curve: list[CurvePoint], threshold: float | None = None) -> tuple
         crop_change = _change(crop["acc"])
         closure = curve_closure(curve[0], curve[-1], task) if len(steps) > 1 else None
         if len(steps) > 1:
-            red = relative_reduction(g0, gn)
+            red = closure.gap_reduction if closure is not None else relative_reduction(g0, gn)
             note = f"gap {_pts(g0)} → {_pts(gn)} pts{DAGGER if steps[-1] in collapsed else ''}"
-            note += f"\nreduction {'n/a' if red is None else format(red, '.0%')}\nclosed {closure_text(closure)}"
+            note += f"\nreduction {pct(red, plus=False)}\nclosed {closure_text(closure)}"
             note += f"\nfull {_pts(_change(full['acc']))}, crop {_pts(crop_change)} pts"
-            if crop_change is not None and crop_change < -CROP_DROP_PTS:
-                note += "\ncrop fell: not a closed gap"
         else:
             red, note = None, f"gap {_pts(g0)} pts at step {steps[0]}"
         ax.text(0.97, 0.95, note, transform=ax.transAxes, ha="right", va="top", fontsize=8,
@@ -186,8 +182,7 @@ def plot_curve(curve: list[CurvePoint], threshold: float | None = None) -> tuple
     data["collapsed"] = collapsed
     data["footnote"] = collapse_footnote(collapsed, threshold)
     if gap and len(steps) > 1:
-        add_footnote(fig, "closed: (full_N − full_0) / (crop_0 − full_0), the share of the base gap recovered by the "
-                          "full view [95% paired-bootstrap CI].", data["footnote"])
+        add_footnote(fig, FOOTNOTE, data["footnote"])
     return fig, data
 
 

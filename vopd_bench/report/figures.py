@@ -22,10 +22,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from vopd_bench.report.closure import closure_between, closure_text, pair_closure
+from vopd_bench.report.closure import FOOTNOTE, closure_between, closure_text, pair_closures
 from vopd_bench.report.load import Block, Closure, ModelResult, TaskResult
 from vopd_bench.report.tables import DAGGER, collapse_note, gap_points, gap_tasks
-from vopd_bench.stats import relative_reduction
 
 STYLE = Path(__file__).resolve().parent.parent / "mplstyle" / "paper.mplstyle"
 COLUMN_IN, PAGE_IN = 3.4, 7.0
@@ -236,29 +235,32 @@ def plot_gap_models(models: list[ModelResult]) -> tuple[Figure, dict[str, dict[s
 
 
 def plot_before_after(before: ModelResult, after: ModelResult, before_name: str | None = None,
-                      after_name: str | None = None) -> tuple[Figure, dict[str, list[Any]]]:
+                      after_name: str | None = None, closures: dict[str, Closure | None] | None = None,
+                      ) -> tuple[Figure, dict[str, list[Any]]]:
     """Figure 5: the gap (points, 95% CI) of a base model and of its distilled checkpoint, per task and
     on average; tick labels give the relative gap change (gap1 − gap0) / gap0 and the share of the base gap
-    closed by the full view (`closure`, with its CI). A collapsed `after` carries a dagger and a footnote."""
+    closed by the full view (`closure`, with its CI; `closures` as `load_inputs` computed them, else computed
+    here). A collapsed `after` carries a dagger and a footnote."""
     both = [before, after]
     tasks = [t for t in gap_tasks(both) if all(t in m.tasks and m.tasks[t].gap is not None for m in both)]
     groups = list(tasks)
     blocks: list[list[TaskResult | None]] = [[m.tasks[t] for t in tasks] for m in both]
-    closures: list[Closure | None] = [pair_closure(before, after, t) for t in tasks]
+    by_task = pair_closures(before, after) if closures is None else closures
+    shown: list[Closure | None] = [by_task.get(t) for t in tasks]
     if len(tasks) > 1:
         groups.append("Average")
         for i, m in enumerate(both):
             blocks[i].append(m.average(tasks))
-        closures.append(closure_between(blocks[0][-1], blocks[1][-1], (None, None), "Average"))  # no CI
+        shown.append(closure_between(blocks[0][-1], blocks[1][-1]))  # from the mean accuracies: no CI
     series = []
     names = (before_name or before.label, after_name or after.label)
     for bl, color, name in zip(blocks, (COLORS["before"], COLORS["after"]), names, strict=True):
         series.append(Series(name, color, [gap_points(b) for b in bl],
                              [b.gap.ci_low if b and b.gap else None for b in bl],
                              [b.gap.ci_high if b and b.gap else None for b in bl]))
-    reductions = [relative_reduction(g0, g1) for g0, g1 in zip(series[0].values, series[1].values, strict=True)]
+    reductions = [None if c is None else c.gap_reduction for c in shown]
     ticks = [f"{g}\n(gap {'n/a' if r is None else signed(-r, '+.0%')})\nclosed " + closure_text(c).replace(" [", "\n[")
-             for g, r, c in zip(groups, reductions, closures, strict=True)]
+             for g, r, c in zip(groups, reductions, shown, strict=True)]
     width = COLUMN_IN if len(groups) <= 2 else PAGE_IN
     fig = new_figure(width, 2.5)
     ax = fig.add_subplot()
@@ -287,12 +289,11 @@ def plot_before_after(before: ModelResult, after: ModelResult, before_name: str 
     ax.set_ylabel("Gap, crop − full (pts)")
     fig.legend(handles=[Patch(color=s.color, label=s.name) for s in series], loc="outside upper center",
                ncols=2 if sum(len(n) for n in names) * 5.2 / 72 + 0.8 < width else 1, handlelength=1.0)
-    note = add_footnote(fig, "closed: (full_N − full_0) / (crop_0 − full_0), the share of the base gap recovered by "
-                             "the full view [95% paired-bootstrap CI].", collapse_note([after], short=True))
+    note = add_footnote(fig, FOOTNOTE, collapse_note([after], short=True))
     return fig, {"groups": groups, "before": series[0].values, "after": series[1].values,
                  "before_ci": list(zip(series[0].lo, series[0].hi, strict=True)),
                  "after_ci": list(zip(series[1].lo, series[1].hi, strict=True)), "reduction": reductions,
-                 "closure": closures, "ticks": ticks, "footnote": note}
+                 "closure": shown, "ticks": ticks, "footnote": note}
 
 
 def plot_categories(models: list[ModelResult], task: str) -> tuple[Figure, dict[str, dict[str, list[Any]]]]:

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from vopd_bench.errors import UserError
-from vopd_bench.train.curve import eval_path
+from vopd_bench.train.checkpoint import identity
+from vopd_bench.train.config import OPDConfig
+from vopd_bench.train.curve import accuracies, accuracy_drops, eval_path
 
 log = logging.getLogger(__name__)
 
@@ -309,20 +311,38 @@ def trained_label(name: str, step: int, objective: str | None = None) -> str:
     return f"{name} + {method} (step {step})"
 
 
-def checkpoint_label(config: dict[str, Any], where: Path) -> str | None:
-    """The label of an eval run whose model is a training checkpoint folder (base model + step, read from the
-    checkpoint's own record); None when the model is not one (or its folder is gone)."""
+def checkpoint_folder(config: dict[str, Any]) -> Path | None:
+    """The training checkpoint folder an eval run scored (its backend's model path holds a checkpoint.json);
+    None when the model is not one (or its folder is gone)."""
     backend = config.get("backend") or {}
     for model in dict.fromkeys(str(m) for m in (backend.get("model_path"), backend.get("model")) if m):
-        folder = Path(model)
-        for cand in (folder, where / folder):
-            if (cand / "checkpoint.json").is_file():
-                from vopd_bench.train.checkpoint import identity
-
-                ident = identity(cand)
-                if ident and ident["model"]:
-                    return trained_label(basename(ident["model"]), ident["step"], ident["objective"])
+        if (Path(model) / "checkpoint.json").is_file():
+            return Path(model)
     return None
+
+
+def checkpoint_label(config: dict[str, Any]) -> str | None:
+    """The label of an eval run whose model is a training checkpoint folder (base model + step, read from the
+    checkpoint's own record); None when the model is not one (or its folder is gone)."""
+    folder = checkpoint_folder(config)
+    ident = identity(folder) if folder is not None else None
+    if ident and ident["model"]:
+        return trained_label(basename(ident["model"]), ident["step"], ident["objective"])
+    return None
+
+
+def checkpoint_threshold(config: dict[str, Any]) -> float:
+    """The collapse threshold for an eval run: its checkpoint's training run's `collapse_warn_points` when the
+    model is a training checkpoint whose run config.json is readable, else the trainer's default."""
+    folder = checkpoint_folder(config)
+    run_config = folder.parent.parent / "config.json" if folder is not None and identity(folder) else None
+    if run_config is None or not run_config.is_file():
+        return collapse_threshold()
+    try:
+        return collapse_threshold(read_json(run_config))
+    except UserError:
+        log.warning("%s: unreadable; using the default collapse threshold", run_config)
+        return collapse_threshold()
 
 
 def load_eval_run(path: Path, label: str | None = None) -> ModelResult:
@@ -331,7 +351,7 @@ def load_eval_run(path: Path, label: str | None = None) -> ModelResult:
     results = read_json(path / "results.json")
     tasks = parse_tasks(results.get("tasks"), "tasks", path / "results.json")
     model = str((config.get("backend") or {}).get("model") or results.get("model") or path.name)
-    label = label or checkpoint_label(config, path) or basename(model)
+    label = label or checkpoint_label(config) or basename(model)
     return ModelResult(label=label, path=path, model=model, tasks=tasks, config=config)
 
 
@@ -350,23 +370,16 @@ def _point_model(train_dir: Path, point: CurvePoint, label: str, base: str) -> M
 
 def collapse_threshold(config: dict[str, Any] | None = None) -> float:
     """The trainer's `collapse_warn_points` of a training run's config.json (its default without one)."""
-    from vopd_bench.train.config import OPDConfig
-
     default = OPDConfig.__dataclass_fields__["collapse_warn_points"].default
     value = ((config or {}).get("config") or {}).get("collapse_warn_points", default)
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else float(default)
 
 
-def collapse_reasons(base: ModelResult, model: ModelResult, threshold: float) -> list[str]:
-    """`task view then → now` for each crop (holdout: full) accuracy of `model` more than `threshold` points
-    below `base`'s: a model whose gap shrank because it got worse."""
-    from vopd_bench.train.curve import accuracy_drops
-
-    def acc(m: ModelResult) -> dict[str, dict[str, float | None]]:
-        return {t: {v: s.accuracy for v, s in r.views.items()} for t, r in m.tasks.items()}
-
-    return [f"{task} {view} {then:.1f} → {now:.1f}" for task, view, then, now in
-            accuracy_drops(acc(base), acc(model), threshold)]
+def collapse_reasons(base: dict[str, Block], now: dict[str, Block], threshold: float) -> list[str]:
+    """`task view then → now` for each crop (holdout: full) accuracy of the tasks `now` more than `threshold`
+    points below `base`'s: a model whose gap shrank because it got worse."""
+    return [f"{task} {view} {then:.1f} → {acc:.1f}" for task, view, then, acc in
+            accuracy_drops(accuracies(base), accuracies(now), threshold)]
 
 
 def load_training_run(path: Path, label: str | None = None) -> TrainingRun:
@@ -382,7 +395,7 @@ def load_training_run(path: Path, label: str | None = None) -> TrainingRun:
     if len(curve) > 1:
         objective = (config.get("config") or {}).get("objective")
         after = _point_model(path, last, trained_label(name, last.step, objective), base)
-        after.collapse, after.collapse_threshold = collapse_reasons(before, after, threshold), threshold
+        after.collapse, after.collapse_threshold = collapse_reasons(before.tasks, after.tasks, threshold), threshold
     return TrainingRun(label=name, path=path, base_model=base, curve=curve, before=before, after=after,
                        collapse_threshold=threshold)
 

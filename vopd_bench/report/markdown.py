@@ -5,11 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from vopd_bench.report.closure import closure_text, pair_closure
-from vopd_bench.report.curve import CROP_DROP_PTS
-from vopd_bench.report.load import ModelResult, TrainingRun
+from vopd_bench.report.closure import closure_text, pair_closures, pct
+from vopd_bench.report.load import Closure, ModelResult, TrainingRun
 from vopd_bench.report.tables import DAGGER, Table, collapse_note, gap_points, task_order
-from vopd_bench.stats import relative_reduction
 
 
 @dataclass
@@ -85,19 +83,21 @@ def protocol_line(models: list[ModelResult]) -> str:
             f"n per task: {', '.join(ns)}; parse-failure rate: {pf_text}.")
 
 
-def pair_line(before: ModelResult, after: ModelResult) -> str:
+def pair_line(before: ModelResult, after: ModelResult, closures: dict[str, Closure | None] | None = None) -> str:
     """Per task: the gap before → after, its relative reduction and the share of the base gap closed by the full
-    view (with its CI); a collapsed `after` gets a dagger and the footnote."""
+    view (with its CI; `closures` as `load_inputs` computed them, else computed here); a collapsed `after` gets a
+    dagger and the footnote."""
+    closures = pair_closures(before, after) if closures is None else closures
     parts = []
     mark = DAGGER if after.collapse else ""
     for t in task_order([before, after]):
         g0, g1 = gap_points(before.tasks.get(t)), gap_points(after.tasks.get(t))
         if g0 is None or g1 is None:
             continue
-        r = relative_reduction(g0, g1)
-        c = closure_text(pair_closure(before, after, t))
-        parts.append(f"{t} {g0:+.1f} → {g1:+.1f} pts{mark} (reduction {'n/a' if r is None else format(r, '.0%')}; "
-                     f"gap closed {c})")
+        c = closures.get(t)
+        r = None if c is None else c.gap_reduction
+        parts.append(f"{t} {g0:+.1f} → {g1:+.1f} pts{mark} (reduction {pct(r, plus=False)}; "
+                     f"gap closed {closure_text(c)})")
     note = collapse_note([after])
     return (f"{before.label} → {after.label}: gap " + ("; ".join(parts) if parts else "n/a") + "."
             + (f" {note}" if note else ""))
@@ -111,13 +111,11 @@ def curve_line(run: TrainingRun, data: dict[str, Any]) -> str:
         r = d["reduction"]
         g0 = "n/a" if d["gap0"] is None else f"{d['gap0']:+.1f}"
         gn = "n/a" if d["gapN"] is None else f"{d['gapN']:+.1f}"
-        bit = (f"{t} gap {g0} → {gn} pts{mark} (relative reduction {'n/a' if r is None else format(r, '.0%')}; "
+        bit = (f"{t} gap {g0} → {gn} pts{mark} (relative reduction {pct(r, plus=False)}; "
                f"gap closed {closure_text(d.get('closure'))})")
         fc, cc = d.get("full_change"), d.get("crop_change")
         if fc is not None and cc is not None:
             bit += f", full {fc:+.1f} pts, crop {cc:+.1f} pts"
-            if cc < -CROP_DROP_PTS:
-                bit += " -- crop accuracy fell, so the narrower gap is not a closed one"
         bits.append(bit)
     for h, tr in data.get("holdout", {}).items():
         acc = [a for a in tr["acc"] if a == a]

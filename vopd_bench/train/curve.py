@@ -208,9 +208,14 @@ def accuracy_drops(base: dict[str, dict[str, float | None]], now: dict[str, dict
     return out
 
 
-def accuracies(point: dict[str, Any]) -> dict[str, dict[str, float | None]]:
-    """task -> view -> accuracy of a curve point."""
-    return {t: {v: s.get("accuracy") for v, s in res.get("views", {}).items()} for t, res in point.get("tasks", {}).items()}
+def accuracies(tasks: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """task -> view -> accuracy, from a curve point's `tasks` (JSON objects) or the report's parsed blocks
+    (objects with `.views` of `.accuracy`)."""
+    def views(res: Any) -> dict[str, Any]:
+        return res.get("views", {}) if isinstance(res, dict) else res.views
+
+    return {t: {v: s.get("accuracy") if isinstance(s, dict) else s.accuracy for v, s in views(res).items()}
+            for t, res in tasks.items()}
 
 
 def collapse_warnings(points: list[dict[str, Any]], point: dict[str, Any], threshold: float) -> list[str]:
@@ -220,7 +225,8 @@ def collapse_warnings(points: list[dict[str, Any]], point: dict[str, Any], thres
         return []
     return [f"{task}/{view} accuracy fell {then - now:.1f} points below step 0 ({then:.1f} -> {now:.1f}): "
             "the teacher may be collapsing (try teacher=frozen, a lower lr, or anchor_weight > 0)"
-            for task, view, then, now in accuracy_drops(accuracies(base), accuracies(point), threshold)]
+            for task, view, then, now in accuracy_drops(accuracies(base.get("tasks", {})),
+                                                        accuracies(point.get("tasks", {})), threshold)]
 
 
 def redraw(curve_path: Path, out_stem: Path) -> list[Path]:
