@@ -36,7 +36,7 @@ def test_auto_is_the_default_and_recorded(tiny_model, fx, tmp_path, capsys):
     out = tmp_path / "run"
     assert run_cli(["eval", "--model", tiny_model, "--task", str(spec), "--data", str(data), "--out", str(out),
                     "--limit", "2", "--views", "full", "-q"]) == 0
-    assert "backend: hf (auto: no CUDA device)" in capsys.readouterr().err
+    assert "backend: hf (auto: no CUDA device)" in capsys.readouterr().out
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["backend"]["backend"] == "hf" and cfg["identity"]["backend"] == "hf"
     assert cfg["backend_config"]["chosen_by"] == "auto: no CUDA device"

@@ -94,8 +94,6 @@ def command(**kw) -> None:
     backend, why = resolve_backend(kw["backend"])
     if kw["no_preflight"] and backend == "openai":
         extra["preflight"] = False
-    if kw["backend"] == "auto" and dist_info()[0] == 0:
-        click.echo(f"backend: {backend} ({why})", err=True)
     batch = kw["batch_size"] or {"hf": 16, "vllm": 256, "openai": 4 * kw["concurrency"]}[backend]
     try:
         bcfg = BackendConfig(
@@ -133,6 +131,7 @@ def command(**kw) -> None:
         click.echo(f"{cfg.out} already holds this run: nothing recomputed, no model loaded (--overwrite to redo it)",
                    err=True)
     print_results({**results, "tasks": {t: results["tasks"][t] for t in names if t in results["tasks"]}})
+    click.echo(f"backend: {backend} ({why})")
     click.echo(f"run directory: {cfg.out}")
     failed, total = request_failures(results["tasks"], names)
     finish(failed, total, kw["allow_errors"], retry_hint(cfg.out, results, names) if failed else "")
