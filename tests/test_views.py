@@ -1,5 +1,7 @@
 """Crop geometry (hand-computed) and every view."""
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -79,3 +81,33 @@ def test_region_views_need_boxes():
         render_view(it, "masked", CropParams())
     with pytest.raises(ValueError, match="unknown view"):
         render_view(it, "zoom", CropParams())
+
+
+def test_a_view_is_one_registered_function(tmp_path):
+    """The interface a new view implements: registered by name, skipped for boxless items, seeded per item."""
+    from helpers import make_dataset
+
+    from vopd_bench.items import Item
+    from vopd_bench.views import CropParams, NoBoxError, register_view, render_view, view_names
+
+    @register_view("test_grey")
+    def grey(im, boxes, p, rng):
+        return im.convert("L").convert("RGB"), [int(v) for v in boxes[0]]
+
+    try:
+        assert "test_grey" in view_names()
+        data, _ = make_dataset(tmp_path, n=2)
+        row = json.loads((data / "items.jsonl").read_text().splitlines()[0])
+        it = Item(id=row["id"], task="t", image=str(data / row["image"]), question="q", answer="A",
+                  boxes=row["boxes"])
+        img, region = render_view(it, "test_grey", CropParams())
+        assert region == [int(v) for v in row["boxes"][0]]
+        px = img.getpixel((0, 0))
+        assert px[0] == px[1] == px[2]
+        it.boxes = []
+        with pytest.raises(NoBoxError):
+            render_view(it, "test_grey", CropParams())
+    finally:
+        from vopd_bench import views
+
+        views._VIEWS.pop("test_grey", None)

@@ -1,17 +1,20 @@
 """Views of an item: `full`, `crop` (the decisive region, zoomed), and the controls `masked`
-(region painted over) and `random_crop` (a same-sized region elsewhere). Names are a contract."""
+(region painted over) and `random_crop` (a same-sized region elsewhere). Names are a contract.
+
+A view is one function registered with `@register_view(name)`: it gets the decoded full image, the item's
+boxes, the crop parameters and a per-item random generator, and returns (image, region taken or None).
+`render_view` does the rest (decoding, items without boxes, a benchmark's shipped crop image).
+"""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from PIL import Image, ImageDraw
 
 from vopd_bench.items import Box, Item
-
-VIEWS = ("full", "crop", "masked", "random_crop")
-REGION_VIEWS = ("crop", "masked", "random_crop")
 
 
 class NoBoxError(Exception):
@@ -88,6 +91,22 @@ def _zoom(im: Image.Image, p: CropParams) -> Image.Image:
     return im if size == im.size else im.resize(size, Image.BICUBIC)
 
 
+Rendered = tuple[Image.Image, "list[int] | None"]
+ViewFn = Callable[[Image.Image, list[Box], CropParams, random.Random], Rendered]
+_VIEWS: dict[str, tuple[ViewFn, bool]] = {}
+
+
+def register_view(name: str, needs_region: bool = True) -> Callable[[ViewFn], ViewFn]:
+    """Register `fn(image, boxes, params, rng) -> (image, region)` as view `name`. A view that `needs_region`
+    is skipped (NoBoxError) for items without boxes; its `rng` is seeded by (run seed, item id)."""
+
+    def deco(fn: ViewFn) -> ViewFn:
+        _VIEWS[name] = (fn, needs_region)
+        return fn
+
+    return deco
+
+
 def render_view(
     item: Item, view: str, p: CropParams, seed: int = 0, image: Image.Image | None = None
 ) -> tuple[Image.Image, list[int] | None]:
@@ -97,32 +116,51 @@ def render_view(
     Raises NoBoxError for a region view of an item without boxes (unless it ships a crop image),
     and items.ImageError when the image cannot be decoded.
     """
-    if view not in VIEWS:
+    if view not in _VIEWS:
         raise ValueError(f"unknown view {view!r}; choose from {', '.join(VIEWS)}")
+    fn, needs_region = _VIEWS[view]
     if view == "crop" and not item.boxes:
         shipped = item.load_crop_image()
         if shipped is not None:
             return shipped, None
-    if view != "full" and not item.boxes:
+    if needs_region and not item.boxes:
         raise NoBoxError(f"item {item.id} has no boxes")
     im = image if image is not None else item.load_image()
-    if view == "full":
-        return im, None
+    return fn(im, item.boxes, p, random.Random(f"{seed}:{item.id}"))
+
+
+@register_view("full", needs_region=False)
+def full(im: Image.Image, boxes: list[Box], p: CropParams, rng: random.Random) -> Rendered:
+    """The whole image, as the benchmark ships it."""
+    return im, None
+
+
+@register_view("crop")
+def crop(im: Image.Image, boxes: list[Box], p: CropParams, rng: random.Random) -> Rendered:
+    """The decisive region (union of the boxes, widened by the margin), zoomed."""
+    reg = region_box(boxes, *im.size, p)
+    return _zoom(im.crop(tuple(reg)), p), reg
+
+
+@register_view("masked")
+def masked(im: Image.Image, boxes: list[Box], p: CropParams, rng: random.Random) -> Rendered:
+    """The full image with each box (plus half the margin) painted in the image's mean colour."""
     W, H = im.size
-    reg = region_box(item.boxes, W, H, p)
-    if view == "crop":
-        return _zoom(im.crop(tuple(reg)), p), reg
-    if view == "masked":
-        out = im.copy()
-        d = ImageDraw.Draw(out)
-        fill = _mean_colour(im)
-        for b in item.boxes:  # paint each box (plus the margin) with the image's mean colour
-            rb = region_box([b], W, H, CropParams(margin=p.margin * 0.5, min_side=1))
-            d.rectangle([rb[0], rb[1], rb[2] - 1, rb[3] - 1], fill=fill)
-        return out, reg
-    # random_crop: same-sized region elsewhere, overlapping the true region as little as possible
+    out = im.copy()
+    d = ImageDraw.Draw(out)
+    fill = _mean_colour(im)
+    for b in boxes:
+        rb = region_box([b], W, H, CropParams(margin=p.margin * 0.5, min_side=1))
+        d.rectangle([rb[0], rb[1], rb[2] - 1, rb[3] - 1], fill=fill)
+    return out, region_box(boxes, W, H, p)
+
+
+@register_view("random_crop")
+def random_crop(im: Image.Image, boxes: list[Box], p: CropParams, rng: random.Random) -> Rendered:
+    """A same-sized region elsewhere, overlapping the true region as little as possible, zoomed alike."""
+    W, H = im.size
+    reg = region_box(boxes, W, H, p)
     rw, rh = reg[2] - reg[0], reg[3] - reg[1]
-    rng = random.Random(f"{seed}:{item.id}")
     best, best_ov = reg, float("inf")
     for _ in range(32):
         x = rng.randint(0, max(0, W - rw))
@@ -146,3 +184,12 @@ def _mean_colour(im: Image.Image) -> tuple[int, int, int]:
     small = im.resize((1, 1), Image.BOX)
     r, g, b = small.getpixel((0, 0))[:3]
     return (int(r), int(g), int(b))
+
+
+def view_names() -> tuple[str, ...]:
+    """Every registered view, built-in ones first (a view registered later by a plugin included)."""
+    return tuple(_VIEWS)
+
+
+VIEWS = view_names()  # the built-in views: ("full", "crop", "masked", "random_crop")
+REGION_VIEWS = tuple(v for v, (_, needs) in _VIEWS.items() if needs)
