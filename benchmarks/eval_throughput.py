@@ -24,8 +24,8 @@ import time
 
 import torch
 
-from vopd_bench import evaluate
-from vopd_bench.backends import BackendConfig, hf
+from vopd_bench import evaluate, inputs
+from vopd_bench.backends import BackendConfig
 from vopd_bench.backends.hf import HFBackend
 from vopd_bench.evaluate import EvalConfig, run_eval
 
@@ -77,7 +77,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     evaluate.render = _timed(evaluate.render, "render_seconds", Parts)
     if a.pil_images:
-        hf.processor_images = lambda processor, images: list(images)
+        inputs.processor_images = lambda processor, images: list(images)
     bcfg = BackendConfig(model=a.model, batch_size=a.batch_size)
     backend = TimedHF(bcfg)
     runs, seqs = [], []

@@ -29,9 +29,9 @@ def tiny_model() -> str:
     override = os.environ.get("VOPD_TEST_MODEL")
     if override:
         return override
-    from vopd_bench.reference import reference_model_path
+    from vopd_bench.models import REFERENCE_DIR
 
-    return str(reference_model_path())
+    return str(REFERENCE_DIR)
 
 
 @pytest.fixture(scope="session")

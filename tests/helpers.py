@@ -57,3 +57,12 @@ def run_cli(args: list[str]) -> int:
 def records(run: Path, task: str, view: str) -> list[dict]:
     p = run / "samples" / task / f"{view}.jsonl"
     return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (for torchrun's rendezvous; a fixed port collides with other runs)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 
 from vopd_bench.results import task_results
+from vopd_bench.runtime import read_jsonl
 from vopd_bench.stats import gap_closure
 from vopd_bench.train import checkpoint
-from vopd_bench.train.curve import append_point, collapse_warnings, read_curve, summarize_task
+from vopd_bench.train.curve import append_point, collapse_warnings, summarize_task
+from vopd_bench.train.rundir import TrainRun, read_curve
 
 GAP, HOLD = "synth", "synth_holdout"
 # step -> (task, view) -> ids answered correctly
@@ -67,7 +69,7 @@ def write_training_run(root: Path, steps: dict[int, dict[tuple[str, str], Any]],
         tasks = write_eval_dir(eval_dir, ckpt, correct, n)
         point = {"step": step, "checkpoint": ckpt, "eval_dir": str(eval_dir),
                  "tasks": {t: summarize_task(r) for t, r in tasks.items()}, "train": {}, "eval_s": 1.0}
-        warnings = collapse_warnings(read_curve(curve), point, 10.0)
+        warnings = collapse_warnings(TrainRun(root).curve(), point, 10.0)
         if warnings:
             point["warnings"] = warnings
         append_point(curve, point)
@@ -109,16 +111,16 @@ def collapsed_report(collapsed: Path, other: Path, tmp_path_factory: pytest.Temp
 
 def test_curve_records_closure_beside_the_relative_gap_change(collapsed: Path) -> None:
     first, last = read_curve(collapsed / "curve.jsonl")
-    assert "closure" not in first["tasks"][GAP]
-    c = last["tasks"][GAP]["closure"]
+    assert first.tasks[GAP].closure is None
+    c = last.tasks[GAP].closure
     value, lo, hi = gap_closure(*vectors(COLLAPSED, 60, 10))
-    assert c["value"] == pytest.approx(-17 / 28) == pytest.approx(value)
-    assert (c["ci_low"], c["ci_high"]) == pytest.approx((lo, hi)) and lo < -17 / 28 < hi < 0
-    assert c["gap_reduction"] == pytest.approx(1.0)  # +46.7 -> +0.0: "100%", although the model collapsed
-    assert c["n_items"] == 60 and c["base_step"] == 0
-    assert last["tasks"][GAP]["gap"]["value"] == pytest.approx(0.0)  # existing keys unchanged
-    assert "closure" not in last["tasks"][HOLD]  # no gap, no closure
-    assert any("synth/crop" in w for w in last["warnings"])
+    assert c.value == pytest.approx(-17 / 28) == pytest.approx(value)
+    assert (c.ci_low, c.ci_high) == pytest.approx((lo, hi)) and lo < -17 / 28 < hi < 0
+    assert c.gap_reduction == pytest.approx(1.0)  # +46.7 -> +0.0: "100%", although the model collapsed
+    assert c.n_items == 60 and c.base_step == 0
+    assert last.tasks[GAP].gap.value == pytest.approx(0.0)  # existing keys unchanged
+    assert last.tasks[HOLD].closure is None  # no gap, no closure
+    assert any("synth/crop" in w for w in last.warnings)
 
 
 # ---- the report --------------------------------------------------------------------------------
@@ -200,15 +202,15 @@ def test_an_old_curve_without_closure_is_read_and_computed(collapsed: Path, tmp_
     run = tmp_path / "train"
     shutil.copytree(collapsed, run)
     lines = []
-    for p in read_curve(run / "curve.jsonl"):
+    for p in read_jsonl(run / "curve.jsonl"):
         for t in p["tasks"].values():
             t.pop("closure", None)
         p["eval_dir"] = f"elsewhere/evals/step-{p['step']}"  # the run was moved: found under run/evals/
         lines.append(json.dumps(p))
     (run / "curve.jsonl").write_text("\n".join(lines) + "\n")
     tr = load_training_run(run)
-    assert not tr.curve[-1].closure and tr.curve[-1].eval_path == run / "evals" / "step-10"
-    c = curve_closure(tr.curve[0], tr.curve[-1], GAP)
+    assert tr.curve[-1].tasks[GAP].closure is None and tr.dir.eval_dir(tr.curve[-1]) == run / "evals" / "step-10"
+    c = curve_closure(tr.curve[0], tr.curve[-1], GAP, tr.dir)
     assert c is not None and c.value == pytest.approx(-17 / 28) and c.ci_low is not None and c.n_items == 60
     assert tr.after is not None and tr.after.collapse
 
@@ -334,7 +336,7 @@ def test_demo_summary_of_a_moved_run_finds_its_eval_dirs(collapsed: Path, tmp_pa
     run = tmp_path / "train"
     shutil.copytree(collapsed, run)
     lines = []
-    for p in read_curve(run / "curve.jsonl"):
+    for p in read_jsonl(run / "curve.jsonl"):
         p["eval_dir"] = f"elsewhere/evals/step-{p['step']}"
         lines.append(json.dumps(p))
     (run / "curve.jsonl").write_text("\n".join(lines) + "\n")

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import make_dataset, records, run_cli
+from helpers import free_port, make_dataset, records, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,7 +126,7 @@ def test_two_rank_sharded_equals_one_rank(tiny_model, fx, tmp_path):
     assert run_cli(_eval_args(tiny_model, spec, data, one, "--batch-size", "1")) == 0
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [torchrun, "--nproc_per_node", "2", "--master_port", "29517", "-m", "vopd_bench.cli",
+    cmd = [torchrun, "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "vopd_bench.cli",
            *_eval_args(tiny_model, spec, data, two, "--batch-size", "1")]
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

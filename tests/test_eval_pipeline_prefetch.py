@@ -159,7 +159,7 @@ def _strip(resps: list[Response]) -> list[tuple]:
 
 
 def test_hf_prepared_in_a_thread_equals_generate(hf, tmp_path):
-    from vopd_bench.backends.hf import build_messages
+    from vopd_bench.inputs import build_messages
 
     reqs, gen = _requests(tmp_path), GenerationKwargs(max_new_tokens=6)
     with ThreadPoolExecutor(1) as pool:

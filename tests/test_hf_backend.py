@@ -1,4 +1,4 @@
-"""The HF backend hands a torchvision-backed image processor tensors instead of PIL images: same inputs."""
+"""The HF backend (through `inputs.encode`) hands a torchvision-backed image processor tensors instead of PIL images: same inputs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from PIL import Image
 from transformers import AutoProcessor
 
 from vopd_bench.backends.base import Request
-from vopd_bench.backends.hf import _torchvision_backed, build_messages, processor_images, set_image_budget
+from vopd_bench.backends.hf import set_image_budget
+from vopd_bench.inputs import _torchvision_backed, build_messages, processor_images
 
 
 def _images() -> list[Image.Image]:

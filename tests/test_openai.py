@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -31,9 +32,10 @@ import pytest
 from PIL import Image
 
 from vopd_bench.backends import BackendConfig, GenerationKwargs, Request, make_backend
-from vopd_bench.backends.openai import Backoff, fit_budget, redact_url
+from vopd_bench.backends.openai import Backoff, OpenAIOptions, fit_budget, redact_url
 from vopd_bench.evaluate import EvalConfig, run_eval
-from vopd_bench.rundir import RunDir, read_jsonl
+from vopd_bench.rundir import RunDir
+from vopd_bench.runtime import read_jsonl
 
 SECRET = "sk-test-secret-0123456789"
 N_ITEMS = 20
@@ -183,10 +185,13 @@ def fault_server():
 
 
 def fault_cfg(url: str, **kw) -> BackendConfig:
-    base = dict(backend="openai", model="fault-model", base_url=url, api_key_env="VOPD_TEST_API_KEY",
-                concurrency=4, timeout=1.0, max_retries=2, batch_size=8,
+    """The fault server's config; `kw` overrides fields of `BackendConfig` or of `OpenAIOptions`."""
+    own = {f.name for f in fields(OpenAIOptions)}
+    opts = OpenAIOptions(**{"base_url": url, "api_key_env": "VOPD_TEST_API_KEY", "concurrency": 4, "timeout": 1.0,
+                            "max_retries": 2, **{k: v for k, v in kw.items() if k in own}})
+    base = dict(backend="openai", model="fault-model", batch_size=8, options=opts,
                 extra={"backoff_base": 0.05, "backoff_max": 0.2})
-    return BackendConfig(**{**base, **kw})
+    return BackendConfig(**{**base, **{k: v for k, v in kw.items() if k not in own}})
 
 
 # ---------------------------------------------------------------- tests

@@ -27,7 +27,8 @@ from test_openai import SECRET, FaultState, _free_port, fault_cfg, make_task, se
 from vopd_bench.backends import make_backend
 from vopd_bench.backends.base import BackendConfig
 from vopd_bench.errors import EXIT_BAD_INPUT, EXIT_INCOMPLETE, UserError
-from vopd_bench.rundir import RunDir, read_jsonl
+from vopd_bench.rundir import RunDir
+from vopd_bench.runtime import read_jsonl
 
 KEY_ENV = "VOPD_TEST_API_KEY"
 

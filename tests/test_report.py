@@ -208,7 +208,8 @@ def test_before_after_and_curve_figures(runs: dict[str, Path], tmp_path: Path) -
 
     from vopd_bench.report.curve import draw_curve, plot_curve
     from vopd_bench.report.figures import paper_style, plot_before_after
-    from vopd_bench.report.load import load_training_run, read_curve
+    from vopd_bench.report.load import load_training_run
+    from vopd_bench.train.rundir import read_curve
 
     tr = load_training_run(runs["train"])
     assert tr.before.tasks["clutter"].categories  # step 0 read from its eval dir's results.json
@@ -243,7 +244,7 @@ def test_before_after_and_curve_figures(runs: dict[str, Path], tmp_path: Path) -
 
 
 def test_curve_torn_tail_and_rescored_step(runs: dict[str, Path]) -> None:
-    from vopd_bench.report.load import read_curve
+    from vopd_bench.train.rundir import read_curve
 
     p = runs["train"] / "curve.jsonl"
     lines = p.read_text().splitlines(keepends=True)
@@ -259,7 +260,7 @@ def test_draw_curve_trainer_shape_single_point(tmp_path: Path) -> None:
     """The trainer's curve lines (no parse_failures, null accuracy for an empty view), one checkpoint."""
     from vopd_bench.report.curve import plot_curve
     from vopd_bench.report.figures import paper_style
-    from vopd_bench.report.load import read_curve
+    from vopd_bench.train.rundir import read_curve
 
     v = {"n": 40, "accuracy": 0.25, "ci_low": 0.14, "ci_high": 0.40, "parse_failure_rate": 0.0}
     line = {"step": 0, "checkpoint": "ckpt/step-0", "eval_dir": str(tmp_path / "nowhere"),
@@ -281,8 +282,9 @@ def test_curve_reports_crop_change_without_a_second_collapse_rule(runs: dict[str
     the dagger and its footnote, not by a second rule in the note or the line."""
     from vopd_bench.report.curve import plot_curve
     from vopd_bench.report.figures import paper_style
-    from vopd_bench.report.load import load_training_run, read_curve
+    from vopd_bench.report.load import load_training_run
     from vopd_bench.report.markdown import curve_line
+    from vopd_bench.train.rundir import read_curve
 
     p = runs["train"] / "curve.jsonl"
     with paper_style():

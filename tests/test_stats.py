@@ -4,8 +4,9 @@ import math
 
 import pytest
 
-from vopd_bench.results import gap_stats, task_results, view_stats
-from vopd_bench.stats import mcnemar_exact, paired_bootstrap, wilson
+from vopd_bench.results import gap_stats, task_result, task_results, view_stats
+from vopd_bench.schema import Results, SampleRecord, TaskResult, ViewStats
+from vopd_bench.stats import mcnemar_exact, paired_bootstrap, paired_counts, wilson
 
 
 def test_wilson_hand_computed():
@@ -25,6 +26,14 @@ def test_mcnemar_exact_hand_computed():
     assert mcnemar_exact(5, 5) == 1.0
     # b=0, c=6: 2/64
     assert mcnemar_exact(0, 6) == pytest.approx(2 / 64)
+
+
+def test_paired_counts_are_the_discordant_pairs():
+    assert paired_counts([1, 0, 0, 1, 1], [1, 1, 0, 0, 0]) == (2, 1)
+    assert paired_counts([True, False], [True, False]) == (0, 0)
+    assert paired_counts([], []) == (0, 0)
+    with pytest.raises(ValueError, match="differ in length"):
+        paired_counts([1], [])
 
 
 def test_paired_bootstrap_brackets_the_difference():
@@ -53,8 +62,8 @@ def test_clustered_bootstrap_is_wider_than_items():
 
 def _recs(view, correct, parsed=None):
     return [
-        {"id": f"i{i}", "view": view, "correct": bool(c), "parsed": (parsed[i] if parsed else "A"), "error": None,
-         "category": "x" if i % 2 else "y"}
+        SampleRecord(id=f"i{i}", task="t", view=view, correct=bool(c), parsed=(parsed[i] if parsed else "A"),
+                     category="x" if i % 2 else "y")
         for i, c in enumerate(correct)
     ]
 
@@ -63,24 +72,27 @@ def test_gap_and_view_stats_hand_example():
     full = _recs("full", [1, 0, 0, 0, 1, 0, 0, 0, 0, 1])
     crop = _recs("crop", [1, 1, 1, 0, 1, 1, 1, 1, 0, 0])
     g = gap_stats(full, crop)
-    assert g["value"] == pytest.approx(40.0)  # 70% - 30%
-    assert g["n_pairs"] == 10
-    assert g["crop_only_correct"] == 5 and g["full_only_correct"] == 1
-    assert g["p_value"] == pytest.approx(mcnemar_exact(1, 5))
-    assert g["ci_low"] < 40 < g["ci_high"]
+    assert g.value == pytest.approx(40.0)  # 70% - 30%
+    assert g.n_pairs == 10
+    assert g.crop_only_correct == 5 and g.full_only_correct == 1
+    assert g.p_value == pytest.approx(mcnemar_exact(1, 5))
+    assert g.ci_low < 40 < g.ci_high
     v = view_stats(_recs("full", [1, 0, 1], parsed=["A", None, "B"]))
-    assert v["n"] == 3 and v["accuracy"] == pytest.approx(2 / 3) and v["parse_failures"] == 1
-    res = task_results({"full": full, "crop": crop})
-    assert set(res["categories"]) == {"x", "y"}
+    assert v.n == 3 and v.accuracy == pytest.approx(2 / 3) and v.parse_failures == 1
+    res = task_result({"full": full, "crop": crop})
+    assert set(res.categories) == {"x", "y"}
     # category y = even ids: full 1,0,1,0,0 -> 0.4 ; crop 1,1,1,1,0 -> 0.8
-    assert res["categories"]["y"]["gap"]["value"] == pytest.approx(40.0)
+    assert res.categories["y"].gap.value == pytest.approx(40.0)
+    # the plain-dict view (for callers holding dict records) is the typed result's dict
+    assert task_results({v: [r.to_dict() for r in rs] for v, rs in (("full", full), ("crop", crop))}) == res.to_dict()
+    assert gap_stats(full, []).to_dict()["n_pairs"] == 0
 
 
 def test_errors_excluded_from_accuracy_and_counted():
     recs = _recs("full", [1, 1, 0])
-    recs[2]["error"] = "cannot decode image"
+    recs[2].error = "cannot decode image"
     v = view_stats(recs)
-    assert v["n"] == 2 and v["accuracy"] == 1.0 and v["errors"] == 1
+    assert v.n == 2 and v.accuracy == 1.0 and v.errors == 1
 
 
 def test_average_over_tasks_says_how_many_tasks_each_mean_covers():
@@ -88,10 +100,13 @@ def test_average_over_tasks_says_how_many_tasks_each_mean_covers():
     from vopd_bench.summary import results_table
 
     def task(full, crop=None, gap=None):
-        views = {"full": {"n": 10, "accuracy": full, "ci_low": 0.0, "ci_high": 1.0, "parse_failures": 0, "errors": 0}}
+        views = {"full": ViewStats(n=10, accuracy=full, ci_low=0.0, ci_high=1.0)}
         if crop is not None:
-            views["crop"] = {**views["full"], "accuracy": crop}
-        return {"views": views, "gap": None if gap is None else {"value": gap, "ci_low": 0.0, "ci_high": 1.0, "p_value": 0.5}}
+            views["crop"] = ViewStats(n=10, accuracy=crop, ci_low=0.0, ci_high=1.0)
+        block = {"views": {v: s.to_dict() for v, s in views.items()}}
+        if gap is not None:
+            block["gap"] = {"value": gap, "ci_low": 0.0, "ci_high": 1.0, "p_value": 0.5}
+        return TaskResult.from_dict(block)
 
     tasks = {"a": task(0.5, 0.9, 40.0), "b": task(1.0)}  # b: a held-out task without a crop view
     avg = average(tasks)
@@ -101,7 +116,7 @@ def test_average_over_tasks_says_how_many_tasks_each_mean_covers():
     from rich.console import Console
 
     console = Console(width=300, record=True)
-    console.print(results_table({"tasks": tasks, "average": avg}))
+    console.print(results_table(Results(tasks=tasks, average=avg)))
     row = [ln for ln in console.export_text().splitlines() if "average" in ln][0]
     assert "75.0 " in row and "(2 of" not in row  # the full mean covers every task
     assert "90.0 (1 of 2 tasks)" in row and "+40.0 (1 of 2 tasks)" in row

@@ -11,6 +11,7 @@ import pytest
 from helpers import run_cli
 
 from vopd_bench.results import chance_level
+from vopd_bench.schema import SampleRecord
 from vopd_bench.summary import chance_warnings
 
 
@@ -45,8 +46,8 @@ def test_summary_of_the_synth_task_defaults_has_no_warning(tiny_model, tmp_path,
     assert chance_warnings(res) == [] and "warning" not in out and "Per category" not in out
 
 
-def _rec(answer: str, parsed: str | None, **kw) -> dict:
-    return {"answer": answer, "parsed": parsed, "correct": answer == parsed, **kw}
+def _rec(answer: str, parsed: str | None, **kw) -> SampleRecord:
+    return SampleRecord(id="i", task="t", view="full", answer=answer, parsed=parsed, correct=answer == parsed, **kw)
 
 
 def test_chance_level_of_records():

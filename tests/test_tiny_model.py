@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from vopd_bench import reference as R
-from vopd_bench import tiny
+from vopd_bench.reference import build as tiny
 from vopd_bench.tasks import get_task
 
 SMALL = tiny.TinyConfig(

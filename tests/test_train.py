@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import free_port
 
 from vopd_bench.train.config import OPDConfig, load_config
 
@@ -216,7 +217,7 @@ def test_supervised_objective_trains_on_the_gold_answers(tiny_settings: dict, tm
     log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == list(range(1, 7)) and all("anchor" in r for r in log)
     assert all(r["example"] in {p.target for p in prompts} or r["example"].startswith("It is ") for r in log)
-    assert log[-1]["jsd"] < log[0]["jsd"]  # the cross-entropy column
+    assert log[-1]["ce"] < log[0]["ce"] and all("jsd" not in r and "teacher_entropy" not in r for r in log)
     assert [p["step"] for p in _curve(out)] == [0, 6]
 
 
@@ -330,12 +331,12 @@ def test_resume_after_kill(tiny_settings: dict, tmp_path: Path) -> None:
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-1", "step-2", "step-3"]
 
 
-def _torchrun(out: Path, settings: dict, port: int) -> None:
+def _torchrun(out: Path, settings: dict) -> None:
     """`vopd-bench train` in 2 CPU processes (gloo); asserts it succeeded."""
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [torchrun, "--nproc_per_node", "2", "--master_port", str(port), "-m", "vopd_bench.cli", "train",
+        [torchrun, "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "vopd_bench.cli", "train",
          "--out", str(out), *_overrides(settings)],
         capture_output=True, text=True, timeout=300, env=env,
     )
@@ -352,7 +353,7 @@ def two_process(tiny_settings: dict) -> dict:
 @pytest.fixture(scope="module")
 def ddp_run(two_process: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("ddp") / "run"
-    _torchrun(out, two_process, 29533)
+    _torchrun(out, two_process)
     return out
 
 
@@ -391,7 +392,7 @@ def test_fsdp_equals_ddp_and_resumes_exactly(two_process: dict, ddp_run: Path, t
     """FSDP (sharded weights, gradients, Adam and EMA state) trains the same model as DDP, writes the same
     ordinary checkpoint, and a run resumed from its step-1 checkpoint ends where the uninterrupted one does."""
     fsdp = {**two_process, "distributed": "fsdp"}
-    _torchrun(tmp_path / "fsdp", fsdp, 29534)
+    _torchrun(tmp_path / "fsdp", fsdp)
     _assert_same_steps(ddp_run, tmp_path / "fsdp")
     ddp_ck, fsdp_ck = ddp_run / "checkpoints" / "step-2", tmp_path / "fsdp" / "checkpoints" / "step-2"
     assert _max_diff(ddp_ck, fsdp_ck, "model.safetensors") < 1e-4  # two Adam steps amplify float-order noise
@@ -401,8 +402,8 @@ def test_fsdp_equals_ddp_and_resumes_exactly(two_process: dict, ddp_run: Path, t
     assert [p["step"] for p in _curve(tmp_path / "fsdp")] == [0, 2]  # scored from the saved checkpoint
 
     resumed = tmp_path / "resumed"
-    _torchrun(resumed, {**fsdp, "steps": 1, "eval_every": 1}, 29535)
-    _torchrun(resumed, {**fsdp, "eval_every": 1}, 29535)
+    _torchrun(resumed, {**fsdp, "steps": 1, "eval_every": 1})
+    _torchrun(resumed, {**fsdp, "eval_every": 1})
     assert [p["step"] for p in _curve(resumed)] == [0, 1, 2]
     end = resumed / "checkpoints" / "step-2"
     assert _max_diff(end, fsdp_ck, "model.safetensors") < 1e-6
@@ -412,8 +413,8 @@ def test_fsdp_equals_ddp_and_resumes_exactly(two_process: dict, ddp_run: Path, t
 def test_lora_fsdp_equals_lora_ddp(two_process: dict, tmp_path: Path) -> None:
     """LoRA in 2 processes: the adapter starts identical on both ranks and FSDP trains what DDP trains."""
     lora = {**two_process, "lora": True, "lora_r": 4}
-    _torchrun(tmp_path / "ddp", lora, 29536)  # DDP checks that the ranks' weights stay identical
-    _torchrun(tmp_path / "fsdp", {**lora, "distributed": "fsdp"}, 29537)
+    _torchrun(tmp_path / "ddp", lora)  # DDP checks that the ranks' weights stay identical
+    _torchrun(tmp_path / "fsdp", {**lora, "distributed": "fsdp"})
     _assert_same_steps(tmp_path / "ddp", tmp_path / "fsdp")
     a, b = tmp_path / "ddp" / "checkpoints" / "step-2", tmp_path / "fsdp" / "checkpoints" / "step-2"
     assert _max_diff(a, b, "adapter/adapter_model.safetensors") < 1e-4
@@ -429,16 +430,17 @@ def _point(step: int, crop: float, full: float = 0.4) -> dict:
 
 
 def test_curve_dedupes_truncates_and_warns_on_collapse(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from vopd_bench.rundir import append_jsonl
-    from vopd_bench.train.curve import append_point, collapse_warnings, read_curve, truncate_after
+    from vopd_bench.runtime import append_jsonl
+    from vopd_bench.train.curve import append_point, collapse_warnings, truncate_after
+    from vopd_bench.train.rundir import read_curve
 
     path = tmp_path / "curve.jsonl"
     assert append_point(path, _point(0, 0.9)) and append_point(path, _point(20, 0.88))
     assert not append_point(path, _point(20, 0.1))  # a step is never written twice
     append_jsonl(path, [_point(40, 0.5), _point(40, 0.5)])  # e.g. left by a crash after the checkpoint
-    assert [p["step"] for p in read_curve(path)] == [0, 20, 40]
+    assert [p.step for p in read_curve(path)] == [0, 20, 40]
     truncate_after(path, 20)
-    assert [p["step"] for p in read_curve(path)] == [0, 20] and len(path.read_text().splitlines()) == 2
+    assert [p.step for p in read_curve(path)] == [0, 20] and len(path.read_text().splitlines()) == 2
     points = read_curve(path)
     assert collapse_warnings(points, _point(40, 0.85), threshold=10) == []
     warns = collapse_warnings(points, _point(40, 0.6), threshold=10)

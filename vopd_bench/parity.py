@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import gc
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vopd_bench.backends import BackendConfig
-from vopd_bench.rundir import RunDir, atomic_write_json
-from vopd_bench.stats import mcnemar_exact
+from vopd_bench.rundir import RunDir
+from vopd_bench.runtime import atomic_write_json
+from vopd_bench.schema import SampleRecord
+from vopd_bench.stats import mcnemar_exact, paired_counts
 from vopd_bench.views import VIEWS
 
 log = logging.getLogger(__name__)
@@ -79,25 +81,24 @@ def run_parity(cfg: ParityConfig) -> dict[str, Any]:
     return report
 
 
-def compare_records(ra: dict[str, dict[str, Any]], rb: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def compare_records(ra: dict[str, SampleRecord], rb: dict[str, SampleRecord]) -> dict[str, Any]:
     """Agreement and accuracy of two backends' records of one task/view (keyed by item id)."""
     ids = [i for i in ra if i in rb]
-    ok = [i for i in ids if not ra[i].get("error") and not rb[i].get("error")]
-    ca = [bool(ra[i].get("correct")) for i in ids]
-    cb = [bool(rb[i].get("correct")) for i in ids]
-    only_a = sum(x and not y for x, y in zip(ca, cb))
-    only_b = sum(y and not x for x, y in zip(ca, cb))
+    ok = [i for i in ids if not ra[i].error and not rb[i].error]
+    ca = [bool(ra[i].correct) for i in ids]
+    cb = [bool(rb[i].correct) for i in ids]
+    only_a, only_b = paired_counts(ca, cb)
     n = len(ids)
     acc_a = sum(ca) / n if n else None
     acc_b = sum(cb) / n if n else None
-    differ = [i for i in ok if ra[i].get("parsed") != rb[i].get("parsed") or ra[i].get("response") != rb[i].get("response")]
+    differ = [i for i in ok if ra[i].parsed != rb[i].parsed or ra[i].response != rb[i].response]
     return {
         "n": n,
         "n_compared": len(ok),
-        "errors_a": sum(bool(ra[i].get("error")) for i in ids),
-        "errors_b": sum(bool(rb[i].get("error")) for i in ids),
-        "answer_agreement": _frac(sum(ra[i].get("parsed") == rb[i].get("parsed") for i in ok), len(ok)),
-        "text_agreement": _frac(sum(ra[i].get("response") == rb[i].get("response") for i in ok), len(ok)),
+        "errors_a": sum(bool(ra[i].error) for i in ids),
+        "errors_b": sum(bool(rb[i].error) for i in ids),
+        "answer_agreement": _frac(sum(ra[i].parsed == rb[i].parsed for i in ok), len(ok)),
+        "text_agreement": _frac(sum(ra[i].response == rb[i].response for i in ok), len(ok)),
         "correct_agreement": _frac(n - only_a - only_b, n),
         "accuracy_a": acc_a,
         "accuracy_b": acc_b,
@@ -106,8 +107,8 @@ def compare_records(ra: dict[str, dict[str, Any]], rb: dict[str, dict[str, Any]]
         "only_b_correct": only_b,
         "mcnemar_p": mcnemar_exact(only_a, only_b),
         "disagreements": [
-            {"id": i, "response_a": ra[i].get("response"), "response_b": rb[i].get("response"),
-             "parsed_a": ra[i].get("parsed"), "parsed_b": rb[i].get("parsed")}
+            {"id": i, "response_a": ra[i].response, "response_b": rb[i].response,
+             "parsed_a": ra[i].parsed, "parsed_b": rb[i].parsed}
             for i in differ[:N_EXAMPLES]
         ],
     }
@@ -135,7 +136,7 @@ def compare_task(run_a: RunDir, run_b: RunDir, task: str) -> dict[str, Any]:
     views = {}
     for view in _views(run_a, task):
         if view in _views(run_b, task):
-            views[view] = compare_records(run_a.load_records(task, view), run_b.load_records(task, view))
+            views[view] = compare_records(run_a.samples(task, view), run_b.samples(task, view))
     gap_a, gap_b = _gap(views, "a"), _gap(views, "b")
     return {
         "views": views,
@@ -183,7 +184,7 @@ def compare_runs(dir_a: str | Path, dir_b: str | Path) -> dict[str, Any]:
 
 def _backend_record(run: RunDir) -> dict[str, Any] | None:
     cfg = run.read_config()
-    return None if cfg is None else cfg.get("backend")
+    return None if cfg is None else cfg.backend
 
 
 def min_agreement(report: dict[str, Any]) -> float | None:
@@ -191,8 +192,3 @@ def min_agreement(report: dict[str, Any]) -> float | None:
     vals = [v["answer_agreement"] for t in report["tasks"].values() for v in t["views"].values()
             if v["answer_agreement"] is not None]
     return min(vals) if vals else None
-
-
-def side_config(base: BackendConfig, backend: str) -> BackendConfig:
-    """`base` with another backend name (everything else shared by both sides)."""
-    return replace(base, backend=backend, extra=dict(base.extra))

@@ -11,11 +11,10 @@ from PIL import Image
 from vopd_bench.backends.base import GenerationKwargs
 from vopd_bench.errors import UserError
 from vopd_bench.items import ImageError, Item, clean_boxes
+from vopd_bench.schema import SampleRecord
 from vopd_bench.scoring import score
 from vopd_bench.tasks import TaskSpec, get_task
 from vopd_bench.views import render_view
-
-Record = dict[str, Any]
 
 
 def load_spec(task: str, crop: dict[str, Any] | None = None) -> TaskSpec:
@@ -90,20 +89,6 @@ def render(spec: TaskSpec, item: Item, view: str, seed: int = 0) -> Rendered:
     return Rendered(img, region)
 
 
-def base_record(spec: TaskSpec, item: Item, view: str, rendered: Rendered) -> Record:
-    return {
-        "id": item.id,
-        "task": spec.name,
-        "view": view,
-        "answer": item.answer,
-        "n_options": len(item.options) if item.options else None,  # chance level of a multiple-choice item
-        "category": item.category,
-        "group": item.group,
-        "prompt_hash": spec.prompt.hash(),
-        "crop_box": rendered.region,
-    }
-
-
 def make_record(
     spec: TaskSpec,
     item: Item,
@@ -114,13 +99,19 @@ def make_record(
     retryable: bool = False,
     latency: float | None = None,
     n_tokens: int | None = None,
-) -> Record:
-    """A per-sample record: the response scored with the task's scorer, or the error that prevented it."""
-    rec = base_record(spec, item, view, rendered)
+) -> SampleRecord:
+    """A per-sample record: the response scored with the task's scorer, or the error that prevented it
+    (a rendering error is never retryable: the same image fails again)."""
+    rec = SampleRecord(
+        id=item.id, task=spec.name, view=view, answer=item.answer, response=response,
+        n_options=len(item.options) if item.options else None,  # chance level of a multiple-choice item
+        category=item.category, group=item.group, prompt_hash=spec.prompt.hash(), crop_box=rendered.region,
+        n_tokens=n_tokens,
+    )
     error = rendered.error or error
     if error is not None:
-        return {**rec, "response": response, "parsed": None, "correct": False, "error": error,
-                "retryable": retryable and rendered.error is None, "latency": latency or 0.0, "n_tokens": n_tokens}
-    parsed, correct = score(spec.scorer, response or "", item.answer, item.options)
-    return {**rec, "response": response, "parsed": parsed, "correct": correct, "error": None,
-            "retryable": False, "latency": None if latency is None else round(latency, 5), "n_tokens": n_tokens}
+        rec.error, rec.retryable, rec.latency = error, retryable and rendered.error is None, latency or 0.0
+        return rec
+    rec.parsed, rec.correct = score(spec.scorer, response or "", item.answer, item.options)
+    rec.latency = None if latency is None else round(latency, 5)
+    return rec

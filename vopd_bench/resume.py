@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 from vopd_bench import __version__
 from vopd_bench.errors import UserError
 from vopd_bench.rundir import RunDir
+from vopd_bench.runtime import package_versions
+from vopd_bench.schema import Results
 
 if TYPE_CHECKING:
     from vopd_bench.evaluate import EvalConfig
@@ -29,8 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 MAX_FILES = 200_000  # a data tree larger than this is not stat-ed: no fast path
 KEEP_KEYS = 32  # invocation keys remembered per run directory
-# backend settings that change no number (speed, retries): a re-run with another batch size is still finished
-SPEED_ONLY = ("batch_size", "concurrency", "timeout", "max_retries")
 
 
 def path_signature(path: str | None) -> Any:
@@ -81,12 +81,11 @@ def device_signature() -> list[Any]:
 
 def invocation_key(cfg: EvalConfig) -> str | None:
     """Hash of everything that could change what this invocation writes (None: not decidable cheaply)."""
-    from vopd_bench.evaluate import package_versions
     from vopd_bench.protocol import gen_kwargs, load_spec, task_record
 
     b = cfg.backend
     try:
-        model = model_signature(b.backend, b.model, b.revision, b.base_url)
+        model = model_signature(b.backend, b.model, b.revision, b.to_dict().get("base_url"))
         if model is None:
             return None
         tasks = []
@@ -97,7 +96,7 @@ def invocation_key(cfg: EvalConfig) -> str | None:
             tasks.append([spec.name, rec, path_signature(data)])
         parts = {
             "vopd_bench": __version__,
-            "backend": {k: v for k, v in b.to_dict().items() if k not in SPEED_ONLY},
+            "backend": b.settings(),  # without the speed-only settings (batch size, concurrency, retries)
             "model": model,
             "tasks": tasks,
             "views": cfg.views,
@@ -127,32 +126,34 @@ def sample_signature(run: RunDir, views: dict[str, list[str]]) -> dict[str, list
     return out
 
 
-def remember(results: dict[str, Any], old: dict[str, Any], key: str | None, run: RunDir,
-             views: dict[str, list[str]] | None) -> dict[str, Any]:
-    """`results` with the run directory's finished invocations: this one's key added, with the signature of
-    its sample files, when `views` (task → views it ran) is given, i.e. when it finished without failure."""
-    done = {k: v for k, v in (old.get("complete") or {}).items() if k != key} if isinstance(old.get("complete"), dict) else {}
+def remember(results: Results, old: Results | None, key: str | None, run: RunDir,
+             views: dict[str, list[str]] | None) -> None:
+    """Set `results.complete`, the run directory's finished invocations: `old`'s, plus this one's key with the
+    signature of its sample files when `views` (task → views it ran) is given, i.e. when it finished without failure."""
+    done = {k: v for k, v in (old.complete if old is not None else {}).items() if k != key}
     if key and views is not None and (sig := sample_signature(run, views)) is not None:
-        done[key] = {"samples": sig, "results": _digest({t: results["tasks"].get(t) for t in views})}
-    return {**results, "complete": dict(list(done.items())[-KEEP_KEYS:])}
+        done[key] = {"samples": sig, "results": _digest(results, views)}
+    results.complete = dict(list(done.items())[-KEEP_KEYS:])
 
 
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def _digest(results: Results, tasks: Any) -> str:
+    """Hash of the named tasks' blocks as results.json holds them."""
+    blocks = {t: results.tasks[t].to_dict() if t in results.tasks else None for t in tasks}
+    return hashlib.sha256(json.dumps(blocks, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def finished_results(cfg: EvalConfig) -> tuple[dict[str, Any], list[str]] | None:
+def finished_results(cfg: EvalConfig) -> tuple[Results, list[str]] | None:
     """(results, the invocation's task names) when the run directory already finished this exact
     invocation and its sample files are as they were then; None when there is anything to do or check."""
     if cfg.overwrite:
         return None
     run = RunDir(cfg.out)
     try:
-        results = json.loads(run.results_path.read_text())
-    except (OSError, json.JSONDecodeError):
+        results = run.read_results()
+    except (OSError, UserError):  # the ordinary path recomputes it
         return None
-    done = results.get("complete") if isinstance(results, dict) else None
-    if not isinstance(done, dict) or not done:
+    done = results.complete if results is not None else None
+    if not done:
         return None
     key = invocation_key(cfg)
     if key is None or not isinstance(done.get(key), dict):
@@ -165,10 +166,10 @@ def finished_results(cfg: EvalConfig) -> tuple[dict[str, Any], list[str]] | None
     for k in recorded:
         task, view = k.rsplit("/", 1)
         views.setdefault(task, []).append(view)
-    if set(views) != set(names) or any(n not in results.get("tasks", {}) for n in names):
+    if set(views) != set(names) or any(n not in results.tasks for n in names):
         return None
     if sample_signature(run, views) != recorded:
         return None  # a sample file changed (or went) since the run finished
-    if _digest({t: results["tasks"].get(t) for t in views}) != done[key].get("results"):
+    if _digest(results, views) != done[key].get("results"):
         return None  # another invocation rewrote these tasks' results (e.g. another --limit)
     return results, names

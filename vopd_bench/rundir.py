@@ -1,5 +1,8 @@
 """The run directory (a contract): config.json, samples/<task>/<view>.jsonl, results.json.
 
+`RunDir` is the only reader and writer of these files, through the typed records of `vopd_bench.schema`
+(`RunConfig`, `SampleRecord`, `Results`); files of earlier releases (no `version`) read the same.
+
 Sample files are append-only JSONL, flushed and fsynced per batch. A run killed mid-write leaves at
 most one partial last line, which is cut off on resume; records are keyed by item id, so nothing is
 recomputed and nothing is duplicated. With several ranks each writes `<view>.rank<R>.jsonl` and
@@ -8,72 +11,17 @@ rank 0 merges them into `<view>.jsonl`.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import tempfile
+import shutil
 from pathlib import Path
 from typing import Any
 
 from vopd_bench.errors import UserError
+from vopd_bench.runtime import append_jsonl, atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
+from vopd_bench.schema import Results, RunConfig, SampleRecord, check_tasks
 
+__all__ = ["RunDir"]
 log = logging.getLogger(__name__)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """Write JSON via a temp file + rename, so a reader never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, sort_keys=False, default=str)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def read_jsonl(path: Path, repair: bool = False) -> list[dict[str, Any]]:
-    """Records of a JSONL file; a torn last line (from a kill) is dropped, and cut off if `repair`."""
-    if not path.is_file():
-        return []
-    data = path.read_bytes()
-    out: list[dict[str, Any]] = []
-    good_end = 0
-    pos = 0
-    for line in data.splitlines(keepends=True):
-        pos += len(line)
-        if not line.endswith(b"\n"):
-            break  # torn tail
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                if pos == len(data):
-                    break
-                raise UserError(f"{path}: corrupt record at byte {pos - len(line)}") from None
-        good_end = pos
-    if good_end < len(data):
-        log.warning("%s: dropping a partial last record (%d bytes) left by an interrupted run", path, len(data) - good_end)
-        if repair:
-            with path.open("r+b") as f:
-                f.truncate(good_end)
-    return out
-
-
-def append_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    """Append records durably (one write, flush, fsync)."""
-    if not records:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    blob = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records)
-    with path.open("a", encoding="utf-8") as f:
-        f.write(blob)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 class RunDir:
@@ -94,19 +42,18 @@ class RunDir:
         name = f"{view}.jsonl" if rank is None else f"{view}.rank{rank}.jsonl"
         return self.path / "samples" / task / name
 
-    def read_config(self) -> dict[str, Any] | None:
-        if not self.config_path.is_file():
-            return None
-        try:
-            return json.loads(self.config_path.read_text())
-        except json.JSONDecodeError as e:
-            raise UserError(f"{self.config_path}: not valid JSON ({e.msg})") from None
+    # ------------------------------------------------------------------ config.json
+    def read_config(self) -> RunConfig | None:
+        """config.json, or None when there is none; a file that is not a JSON object is a `UserError`."""
+        raw = read_json(self.config_path, missing_ok=True)
+        return None if raw is None else RunConfig.from_dict(raw)
 
-    def check_or_write_config(self, config: dict[str, Any], identity: dict[str, Any], overwrite: bool) -> None:
-        """Refuse to mix runs: an existing run with another identity needs --overwrite (which clears it)."""
+    def check_or_write_config(self, config: RunConfig, overwrite: bool) -> None:
+        """Write `config`, refusing to mix runs: an existing run with another `identity` needs --overwrite
+        (which clears it); with the same identity, the tasks recorded by earlier invocations are kept."""
         old = self.read_config()
         if old is not None:
-            diff = _diff(old.get("identity", {}), identity)
+            diff = _diff(old.identity, config.identity)
             if diff and not overwrite:
                 raise UserError(
                     f"{self.path} holds a run with a different configuration ({'; '.join(diff[:3])}); "
@@ -114,31 +61,62 @@ class RunDir:
                 )
             if diff and overwrite:
                 self.clear()
-            else:  # same identity: keep the tasks recorded by earlier invocations
-                config = {**config, "tasks": {**old.get("tasks", {}), **config.get("tasks", {})}}
-                old_tasks = old.get("identity", {}).get("tasks", {})
-                identity = {**identity, "tasks": {**old_tasks, **identity.get("tasks", {})}}
-        atomic_write_json(self.config_path, {**config, "identity": identity})
+            else:
+                old_tasks = old.identity.get("tasks", {})
+                config.tasks = {**old.tasks, **config.tasks}
+                config.identity = {**config.identity, "tasks": {**old_tasks, **config.identity.get("tasks", {})}}
+        atomic_write_json(self.config_path, config.to_dict())
 
     def clear(self) -> None:
-        import shutil
-
-        for sub in ("samples",):
-            shutil.rmtree(self.path / sub, ignore_errors=True)
+        shutil.rmtree(self.path / "samples", ignore_errors=True)
         for f in (self.results_path, self.config_path):
             f.unlink(missing_ok=True)
 
+    # ------------------------------------------------------------------ results.json
+    def read_results(self, tolerant: bool = False) -> Results | None:
+        """results.json, or None when there is none. A corrupt file is a `UserError`, or with `tolerant` reads
+        as None (an eval then recomputes it from the samples)."""
+        try:
+            raw = read_json(self.results_path, missing_ok=True)
+            if raw is None:
+                return None
+            return Results.from_dict({**raw, "tasks": check_tasks(raw.get("tasks"), "tasks", self.results_path)})
+        except (UserError, TypeError, ValueError, AttributeError) as e:
+            if tolerant:
+                log.warning("%s: unreadable (%s); it is recomputed", self.results_path, e)
+                return None
+            if isinstance(e, UserError):
+                raise
+            raise UserError(f"{self.results_path}: not a results file ({e})") from None
+
+    def write_results(self, results: Results) -> None:
+        atomic_write_json(self.results_path, results.to_dict())
+
+    # ------------------------------------------------------------------ samples
     def load_records(self, task: str, view: str, repair: bool = False) -> dict[str, dict[str, Any]]:
-        """Finished records of a task/view by item id (main file plus any rank files)."""
+        """Finished records of a task/view by item id (main file plus any rank files), as plain dicts.
+        A retryable error is kept only while nothing better arrives for its item."""
         recs: dict[str, dict[str, Any]] = {}
-        paths = [self.samples_path(task, view)] + sorted(self.samples_path(task, view).parent.glob(f"{view}.rank*.jsonl"))
-        for p in paths:
+        main = self.samples_path(task, view)
+        for p in [main, *sorted(main.parent.glob(f"{view}.rank*.jsonl"))]:
             for r in read_jsonl(p, repair=repair):
                 if r.get("retryable") and r.get("error"):
-                    recs.setdefault(r["id"], r)  # keep only if nothing better arrives
+                    recs.setdefault(r["id"], r)
                 else:
                     recs[r["id"]] = r
         return recs
+
+    def samples(self, task: str, view: str, repair: bool = False) -> dict[str, SampleRecord]:
+        """`load_records` as typed records."""
+        return {k: SampleRecord.from_dict(r) for k, r in self.load_records(task, view, repair).items()}
+
+    def append_samples(self, task: str, view: str, records: list[SampleRecord], rank: int | None = None) -> None:
+        """Append records durably to the view's sample file (this rank's file when `rank` is given)."""
+        append_jsonl(self.samples_path(task, view, rank), [r.to_dict() for r in records])
+
+    def write_samples(self, task: str, view: str, records: list[SampleRecord]) -> None:
+        """Replace the view's sample file at once (a conversion, e.g. an lmms-eval import)."""
+        atomic_write_jsonl(self.samples_path(task, view), [r.to_dict() for r in records])
 
     def merge_ranks(self, task: str, view: str, order: list[str]) -> None:
         """Fold rank files into `<view>.jsonl` in item order (atomic), then delete them."""
@@ -148,14 +126,7 @@ class RunDir:
         recs = self.load_records(task, view, repair=True)
         pos = {k: i for i, k in enumerate(order)}
         rows = sorted(recs.values(), key=lambda r: (pos.get(r["id"], len(pos)), r["id"]))
-        main = self.samples_path(task, view)
-        tmp = main.with_suffix(".jsonl.tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, main)
+        atomic_write_jsonl(self.samples_path(task, view), rows)
         for p in parts:
             p.unlink()
 

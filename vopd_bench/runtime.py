@@ -12,7 +12,7 @@ import logging
 import os
 import platform
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +121,25 @@ def package_versions() -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------- durable files
+def read_json(path: Path, missing_ok: bool = False) -> dict[str, Any] | None:
+    """A JSON object from a file (None if it is missing and `missing_ok`); missing, unreadable or malformed ->
+    a one-line `UserError` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        if missing_ok:
+            return None
+        raise UserError(f"{path}: not found")
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read ({e})") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path}: the top level should be an object, got {type(obj).__name__}")
+    return obj
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     """Write JSON via a temp file + rename, so a reader never sees a half-written file."""
     _atomic_write(Path(path), json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
@@ -171,6 +190,28 @@ def read_jsonl(path: Path, repair: bool = False) -> list[dict[str, Any]]:
             with path.open("r+b") as f:
                 f.truncate(good_end)
     return out
+
+
+def iter_jsonl(path: Path, torn_ok: bool = False) -> Iterator[tuple[int, Any]]:
+    """(line number, value) of each non-blank line of a user-facing JSONL file; bad JSON is a one-line
+    `UserError` naming the file and line, except (`torn_ok`) a last line with no newline after it, which a
+    killed writer left: skipped with a warning."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read ({e})") from None
+    for ln, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as e:
+            if torn_ok and ln == len(lines):
+                log.warning("%s: skipping a partial last line", path)
+                return
+            raise UserError(f"{path}:{ln}: not valid JSON ({e.msg})") from None
+        yield ln, value
 
 
 def append_jsonl(path: Path, records: list[dict[str, Any]]) -> None:

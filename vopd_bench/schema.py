@@ -6,7 +6,8 @@
     Closure        curve.jsonl tasks.<task>.closure (share of the base gap the full view recovered)
     TaskResult     results.json tasks.<task> (and its categories), curve.jsonl tasks.<task>
     Results        results.json
-    RunConfig      config.json
+    RunConfig      config.json of an eval run
+    TrainRunConfig config.json of a training run
     CurvePoint     one line of a training run's curve.jsonl (with each task's role: eval or holdout)
 
 Files are written with `to_dict()` and read with `from_dict()`. Readers accept the files of earlier
@@ -20,7 +21,10 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
+
+from vopd_bench.errors import UserError
 
 SCHEMA_VERSION = 1
 T = TypeVar("T", bound="Record")
@@ -214,6 +218,25 @@ class RunConfig(Record):
 
 
 @dataclass
+class TrainRunConfig(Record):
+    """A training run's config.json: the resolved trainer config and what else can change a number."""
+
+    kind: str = "train"
+    vopd_bench: str | None = None
+    created: str | None = None
+    resumed: str | None = None
+    model: str | None = None  # the base model
+    model_path: str | None = None
+    seed: int = 0
+    world_size: int = 1
+    train_task: dict[str, Any] = field(default_factory=dict)  # name, n_prompts, crop, prompt_hash, options
+    config: dict[str, Any] = field(default_factory=dict)  # OPDConfig.to_dict()
+    versions: dict[str, str] = field(default_factory=dict)
+    version: int = SCHEMA_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class CurvePoint(Record):
     """One scored checkpoint of a training run. `roles`: task → "eval" (full + crop) or "holdout" (full only);
     files of earlier releases have none (`role()` then infers it from the views)."""
@@ -241,3 +264,85 @@ class CurvePoint(Record):
             return self.roles[task]
         t = self.tasks.get(task)
         return "eval" if t is not None and "crop" in t.views else "holdout"
+
+
+# ----------------------------------------------------------------------------- reading files from disk
+# Files on disk may be hand-edited, truncated or from another release: the task blocks of results.json and
+# curve.jsonl are checked before they become types, and a problem is a one-line `UserError` naming the file
+# and the field.
+
+
+def check_tasks(d: Any, where: str, path: Path) -> dict[str, Any]:
+    """task → validated block (numbers checked, NaN → None), as `TaskResult.from_dict` reads it."""
+    tasks = check_object(d, where, path)
+    if not tasks:
+        raise UserError(f"{path}: {where} is empty (no task was scored)")
+    return {str(name): _block(t, f"{where}.{name}", path, top=True) for name, t in tasks.items()}
+
+
+def parse_tasks(d: Any, where: str, path: Path) -> dict[str, TaskResult]:
+    return {t: TaskResult.from_dict(b) for t, b in check_tasks(d, where, path).items()}
+
+
+_VIEW = {"n": (True, False), "ci_low": (False, False), "ci_high": (False, False), "parse_failures": (True, False)}
+_GAP = {"value": (False, False), "ci_low": (False, False), "ci_high": (False, False), "p_value": (False, False),
+        "n_pairs": (True, False)}
+_CLOSURE = {"value": (False, False), "ci_low": (False, False), "ci_high": (False, False),
+            "gap_reduction": (False, False), "n_items": (True, False)}
+
+
+def _block(d: Any, where: str, path: Path, top: bool = False) -> dict[str, Any]:
+    d = dict(check_object(d, where, path))
+    views = check_object(d.get("views"), f"{where}.views", path)
+    d["views"] = {str(v): _view(s, f"{where}.views.{v}", path) for v, s in views.items()}
+    if d.get("gap") is not None:
+        d["gap"] = _numbers(check_object(d["gap"], f"{where}.gap", path), _GAP, f"{where}.gap", path)
+    if not top:
+        d.pop("categories", None)
+        d.pop("closure", None)
+        return d
+    cats = check_object(d.get("categories") or {}, f"{where}.categories", path)
+    d["categories"] = {str(c): _block(b, f"{where}.categories.{c}", path) for c, b in cats.items()} or None
+    closure = d.get("closure")  # absent in curves written before it existed
+    d["closure"] = _numbers(closure, _CLOSURE, f"{where}.closure", path) if isinstance(closure, dict) else None
+    return d
+
+
+def _view(d: Any, where: str, path: Path) -> dict[str, Any]:
+    d = check_object(d, where, path)
+    if "accuracy" not in d:
+        raise UserError(f"{path}: {where}.accuracy is missing")
+    out = _numbers(d, _VIEW, where, path)
+    out["accuracy"] = check_number(d["accuracy"], f"{where}.accuracy", path, required=False)  # null/NaN: nothing scored
+    return out
+
+
+def _numbers(d: dict[str, Any], spec: dict[str, tuple[bool, bool]], where: str, path: Path) -> dict[str, Any]:
+    """`d` with the numbers of `spec` (key → (integer, required)) checked; NaN becomes None."""
+    out = dict(d)
+    for k, (integer, required) in spec.items():
+        if k in d or required:
+            out[k] = check_number(d.get(k), f"{where}.{k}", path, integer=integer, required=required)
+    return out
+
+
+def check_number(x: Any, where: str, path: Path, *, integer: bool = False, required: bool = True) -> Any:
+    if x is None and not required:
+        return None
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        if x is None:
+            raise UserError(f"{path}: {where} is missing")
+        raise UserError(f"{path}: {where} should be a number, got {type(x).__name__}")
+    if integer:
+        if isinstance(x, float) and not x.is_integer():
+            raise UserError(f"{path}: {where} should be an integer, got {x}")
+        return int(x)
+    x = float(x)
+    return None if math.isnan(x) else x
+
+
+def check_object(x: Any, where: str, path: Path) -> dict[str, Any]:
+    if not isinstance(x, dict):
+        got = "nothing" if x is None else type(x).__name__
+        raise UserError(f"{path}: {where} should be an object, got {got}")
+    return x

@@ -1,5 +1,5 @@
 """Statistics for paired views: Wilson CIs for accuracy, a (cluster-)paired bootstrap CI for the
-gap, the exact McNemar test on discordant pairs, and the share of a base gap closed by training
+gap, the discordant pairs of two paired views (`paired_counts`) and their exact McNemar test, and the share of a base gap closed by training
 (`gap_closure`, with a paired bootstrap CI) beside the plain relative change of the gap."""
 
 from __future__ import annotations
@@ -23,6 +23,15 @@ def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     lo = 0.0 if k == 0 else max(0.0, min(p, c - h))
     hi = 1.0 if k == n else min(1.0, max(p, c + h))
     return (lo, hi)
+
+
+def paired_counts(a: Sequence[bool | float], b: Sequence[bool | float]) -> tuple[int, int]:
+    """The discordant pairs of two paired correctness sequences: (only a correct, only b correct)."""
+    if len(a) != len(b):
+        raise ValueError(f"paired_counts: sequences differ in length ({len(a)}, {len(b)})")
+    only_a = sum(1 for x, y in zip(a, b) if bool(x) and not bool(y))
+    only_b = sum(1 for x, y in zip(a, b) if bool(y) and not bool(x))
+    return only_a, only_b
 
 
 def mcnemar_exact(b: int, c: int) -> float:

@@ -1,5 +1,7 @@
 """The printed summary of a results.json (rich): the gap table, a per-category table for tasks with
-several categories, and a warning for every task or category the model answers no better than chance."""
+several categories, and a warning for every task or category the model answers no better than chance.
+
+Each function takes `Results` (or results.json's content as a plain dict, as commands/ hold it)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,14 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from vopd_bench.schema import Results, TaskResult
+
+ResultsLike = Results | dict[str, Any]
+
+
+def _typed(results: ResultsLike) -> Results:
+    return results if isinstance(results, Results) else Results.from_dict(results)
 
 
 def _pct(x: float | None) -> str:
@@ -19,10 +29,10 @@ def _p(p: float | None) -> str:
     return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
 
 
-def _views(results: dict[str, Any]) -> list[str]:
+def _views(results: Results) -> list[str]:
     views: list[str] = []
-    for t in results["tasks"].values():
-        for v in t["views"]:
+    for t in results.tasks.values():
+        for v in t.views:
             if v not in views:
                 views.append(v)
     return views
@@ -38,30 +48,31 @@ def _columns(table: Table, views: list[str]) -> None:
     table.add_column("errors", justify="right")
 
 
-def _cells(block: dict[str, Any], views: list[str]) -> list[str]:
+def _cells(block: TaskResult, views: list[str]) -> list[str]:
     """n, accuracy [CI] per view, gap [CI], McNemar p, parse failures and errors of one results block."""
     cells = []
     for v in views:
-        s = block["views"].get(v)
-        cells.append("" if s is None else f"{_pct(s['accuracy'])} [{_pct(s['ci_low'])}, {_pct(s['ci_high'])}]")
-    g = block.get("gap") or {}
-    gap = "–" if g.get("value") is None else f"{g['value']:+.1f} [{g['ci_low']:+.1f}, {g['ci_high']:+.1f}]"
-    n = max(s["n"] for s in block["views"].values())
-    pf = sum(s["parse_failures"] for s in block["views"].values())
-    err = sum(s["errors"] for s in block["views"].values())
-    return [str(n), *cells, gap, _p(g.get("p_value")), str(pf), str(err)]
+        s = block.views.get(v)
+        cells.append("" if s is None else f"{_pct(s.accuracy)} [{_pct(s.ci_low)}, {_pct(s.ci_high)}]")
+    g = block.gap
+    gap = "–" if g is None or g.value is None else f"{g.value:+.1f} [{g.ci_low:+.1f}, {g.ci_high:+.1f}]"
+    n = max(s.n for s in block.views.values())
+    pf = sum(s.parse_failures for s in block.views.values())
+    err = sum(s.errors for s in block.views.values())
+    return [str(n), *cells, gap, _p(None if g is None else g.p_value), str(pf), str(err)]
 
 
-def results_table(results: dict[str, Any], title: str = "Regional-to-global gap") -> Table:
+def results_table(results: ResultsLike, title: str = "Regional-to-global gap") -> Table:
     """One row per task (and the average): n, accuracy per view with 95% CI, gap [CI], McNemar p."""
+    results = _typed(results)
     views = _views(results)
     table = Table(title=title, title_justify="left")
     table.add_column("task")
     _columns(table, views)
-    for name, t in results["tasks"].items():
+    for name, t in results.tasks.items():
         table.add_row(name, *_cells(t, views))
-    if len(results["tasks"]) > 1:
-        avg, n_tasks = results["average"], len(results["tasks"])
+    if len(results.tasks) > 1:
+        avg, n_tasks = results.average, len(results.tasks)
 
         def of(s: dict[str, Any] | None, text: str) -> str:  # say so when a mean is over fewer than all tasks
             k = (s or {}).get("n_tasks", n_tasks)
@@ -73,27 +84,28 @@ def results_table(results: dict[str, Any], title: str = "Regional-to-global gap"
     return table
 
 
-def _categories(task: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def _categories(task: TaskResult) -> dict[str, TaskResult]:
     """A task's per-category blocks when it has several categories (one category adds nothing)."""
-    cats = task.get("categories") or {}
+    cats = task.categories or {}
     return cats if len(cats) > 1 else {}
 
 
-def categories_table(results: dict[str, Any], title: str = "Per category") -> Table | None:
+def categories_table(results: ResultsLike, title: str = "Per category") -> Table | None:
     """One row per category of every task with several categories, with its chance level; None if none has."""
+    results = _typed(results)
     views = _views(results)
     table = Table(title=title, title_justify="left")
     table.add_column("task")
     table.add_column("category")
     table.add_column("chance %", justify="right")
     _columns(table, views)
-    for name, t in results["tasks"].items():
+    for name, t in results.tasks.items():
         for cat, block in _categories(t).items():
-            table.add_row(name, cat, _pct(block.get("chance")), *_cells(block, views))
+            table.add_row(name, cat, _pct(block.chance), *_cells(block, views))
     return table if table.row_count else None
 
 
-def chance_warnings(results: dict[str, Any]) -> list[str]:
+def chance_warnings(results: ResultsLike) -> list[str]:
     """A line for each task or category whose crop accuracy (full, for tasks without a crop view) is not
     above chance: its 95% CI reaches down to the chance level of its answers (results block `chance`).
 
@@ -101,25 +113,26 @@ def chance_warnings(results: dict[str, Any]) -> list[str]:
     to answer it: its full-vs-crop gap measures noise, not perception.
     """
     out = []
-    for name, t in results["tasks"].items():
+    for name, t in _typed(results).tasks.items():
         blocks = [(name, t)] + [(f"{name}, category {c}", b) for c, b in _categories(t).items()]
         for where, block in blocks:
-            view = "crop" if "crop" in block["views"] else "full"
-            s, chance = block["views"].get(view), block.get("chance")
-            if s is None or chance is None or not s["n"] or s["ci_low"] > chance:
+            view = "crop" if "crop" in block.views else "full"
+            s, chance = block.views.get(view), block.chance
+            if s is None or chance is None or not s.n or s.ci_low > chance:
                 continue
             what = "its gap is not meaningful" if view == "crop" else "its score is not meaningful"
             out.append(
-                f"{where}: {view} accuracy {_pct(s['accuracy'])}% [95% CI {_pct(s['ci_low'])}, "
-                f"{_pct(s['ci_high'])}] is not above chance ({_pct(chance)}%, n={s['n']}): the model does not "
+                f"{where}: {view} accuracy {_pct(s.accuracy)}% [95% CI {_pct(s.ci_low)}, "
+                f"{_pct(s.ci_high)}] is not above chance ({_pct(chance)}%, n={s.n}): the model does not "
                 f"answer these questions{' even zoomed in' if view == 'crop' else ''}, so {what} "
                 "(was it taught them?)"
             )
     return out
 
 
-def print_results(results: dict[str, Any], title: str = "Regional-to-global gap") -> None:
+def print_results(results: ResultsLike, title: str = "Regional-to-global gap") -> None:
     """The gap table, the per-category table (tasks with several categories) and the chance warnings."""
+    results = _typed(results)
     console = Console()
     if not console.is_terminal:
         console = Console(width=200)

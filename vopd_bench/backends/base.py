@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from typing import Any, Protocol, runtime_checkable
 
 from PIL import Image
 
@@ -70,10 +70,16 @@ class Prepared:
     seconds: float = 0.0
 
 
+SPEED_ONLY = "speed_only"  # metadata key of an options field that changes no number (left out of `settings`)
+
+
 @dataclass
 class BackendConfig:
     """What selects and configures a backend (everything here is recorded in config.json, except
-    secrets, which are read from the environment and never stored)."""
+    secrets, which are read from the environment and never stored).
+
+    Settings of one backend alone live in `options`, a dataclass that backend defines (e.g.
+    `openai.OpenAIOptions`; None: its defaults). `extra` holds free-form engine arguments."""
 
     backend: str = "hf"
     model: str = "vopd-tiny"
@@ -82,12 +88,8 @@ class BackendConfig:
     device: str = "auto"
     max_pixels: int | None = None
     min_pixels: int | None = None
-    batch_size: int = 16
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    concurrency: int = 8
-    timeout: float = 120.0
-    max_retries: int = 5
+    batch_size: int = field(default=16, metadata={SPEED_ONLY: True})
+    options: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
     chosen_by: str | None = None  # why this backend: "named", or the `auto` rule that picked it (recorded)
 
@@ -96,9 +98,27 @@ class BackendConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_pixels is not None and self.max_pixels < 28 * 28:
             raise ValueError(f"max_pixels must be >= 784, got {self.max_pixels}")
+        if self.options is not None and not (is_dataclass(self.options) and not isinstance(self.options, type)):
+            raise TypeError(f"BackendConfig.options must be a dataclass instance, got {type(self.options).__name__}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings as recorded in config.json: the backend's `options` fields flattened in place of
+        `options` (so an openai run records base_url, concurrency, ... as it always has)."""
+        out: dict[str, Any] = {}
+        for k, v in asdict(self).items():
+            if k == "options":
+                out.update(v or {})
+            else:
+                out[k] = v
+        return out
+
+    def settings(self) -> dict[str, Any]:
+        """`to_dict()` without the fields marked speed-only (batch size, concurrency, timeouts, retries):
+        what could change a recorded number."""
+        speed = {f.name for f in fields(self) if f.metadata.get(SPEED_ONLY)}
+        if self.options is not None:
+            speed |= {f.name for f in fields(self.options) if f.metadata.get(SPEED_ONLY)}
+        return {k: v for k, v in self.to_dict().items() if k not in speed}
 
 
 class Backend(Protocol):
@@ -115,10 +135,12 @@ class Backend(Protocol):
         ...
 
 
+@runtime_checkable
 class PreparingBackend(Backend, Protocol):
     """Optional: a backend that can build a batch's inputs (CPU work: chat template, image preprocessing)
     apart from generating, so the harness prepares the next batch in a thread while this one generates.
-    `generate_prepared(prepare(reqs), gen)` must return exactly what `generate(reqs, gen)` would."""
+    `generate_prepared(prepare(reqs), gen)` must return exactly what `generate(reqs, gen)` would.
+    A backend declares it by implementing both methods; the harness asks `isinstance(b, PreparingBackend)`."""
 
     def prepare(self, requests: list[Request]) -> Prepared:
         """Build the inputs; never raises for a bad request (the error is kept in `Prepared.error`)."""

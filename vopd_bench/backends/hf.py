@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import time
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 
+from vopd_bench import runtime
 from vopd_bench.backends.base import (
     BackendConfig,
     GenerationKwargs,
@@ -21,6 +18,7 @@ from vopd_bench.backends.base import (
     isolate_failures,
 )
 from vopd_bench.errors import UserError
+from vopd_bench.inputs import PROCESSOR_LOCK, encode
 from vopd_bench.models import (
     check_chat_template,
     fingerprint,
@@ -32,43 +30,6 @@ from vopd_bench.models import (
 )
 
 log = logging.getLogger(__name__)
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# A fast tokenizer must not be used from two threads at once (`prepare` runs in the harness's prefetch
-# thread). One lock for all backends: a processor may be shared (the trainer's), and a backend stays
-# deep-copyable (lmms-eval copies the model object).
-PROCESSOR_LOCK = threading.Lock()
-
-
-def build_messages(req: Request) -> list[dict[str, Any]]:
-    """Chat messages in the HF multimodal format: images first, then the text."""
-    content: list[dict[str, Any]] = [{"type": "image"} for _ in req.images]
-    content.append({"type": "text", "text": req.prompt})
-    msgs: list[dict[str, Any]] = []
-    if req.system:
-        msgs.append({"role": "system", "content": [{"type": "text", "text": req.system}]})
-    msgs.append({"role": "user", "content": content})
-    return msgs
-
-
-def _torchvision_backed(processor: Any) -> bool:
-    """Whether the image processor works on torch tensors (transformers' torchvision / "fast" processors)."""
-    ip = getattr(processor, "image_processor", None)
-    return any(c.__name__ in ("TorchvisionBackend", "BaseImageProcessorFast") for c in type(ip).__mro__)
-
-
-def processor_images(processor: Any, images: list[Image.Image]) -> list[Any]:
-    """The images as the processor takes them fastest, with the same pixel values.
-
-    A torchvision-backed image processor converts each PIL image to a uint8 CHW tensor itself, after an
-    RGB->RGB copy and a byte-string round trip; handing it the tensor skips both (measured: a third of
-    its time on 224-pixel images, bit-identical `pixel_values`). Other processors, and images that are not
-    plain RGB, get the PIL image as before."""
-    if not _torchvision_backed(processor):
-        return list(images)
-    return [
-        torch.from_numpy(np.array(im)).permute(2, 0, 1) if isinstance(im, Image.Image) and im.mode == "RGB" else im
-        for im in images
-    ]
 
 
 def set_image_budget(processor: Any, min_pixels: int | None, max_pixels: int | None) -> dict[str, int | None]:
@@ -119,16 +80,8 @@ class HFBackend:
 
         self.cfg = cfg
         self.path = resolve_model(cfg.model)
-        if cfg.device == "auto":  # one GPU per rank under torchrun/accelerate
-            self.device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
-        else:
-            self.device = cfg.device
-        if cfg.dtype == "auto":
-            self.dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
-        elif cfg.dtype in DTYPES:
-            self.dtype = DTYPES[cfg.dtype]
-        else:
-            raise UserError(f"--dtype must be auto or one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
+        self.device = runtime.pick_device(cfg.device)  # auto: one GPU per rank under torchrun/accelerate
+        self.dtype = runtime.torch_dtype(cfg.dtype, self.device)  # auto: bfloat16 on CUDA, float32 elsewhere
         if model is None:
             check_image_text_model(load_config(self.path, cfg.model, cfg.revision), self.path, cfg.model)
         if processor is None:
@@ -165,15 +118,9 @@ class HFBackend:
             "transformers": transformers.__version__,
         }
 
-    def _encode(self, reqs: list[Request]) -> Any:
-        """The processor's CPU tensors for a batch (chat template, tokens, image preprocessing)."""
-        with PROCESSOR_LOCK:
-            texts = [
-                self.processor.apply_chat_template(build_messages(r), add_generation_prompt=True, tokenize=False)
-                for r in reqs
-            ]
-            images = processor_images(self.processor, [im for r in reqs for im in r.images]) or None
-            return self.processor(text=texts, images=images, padding=True, return_tensors="pt")
+    def _encode(self, reqs: list[Request]) -> dict[str, Any]:
+        """The processor's CPU tensors for a batch (`inputs.encode`)."""
+        return encode(self.processor, reqs)
 
     def _to_device(self, enc: Any) -> dict[str, Any]:
         return {k: v.to(self.device) if hasattr(v, "to") else v for k, v in enc.items()}

@@ -1,11 +1,13 @@
 """OpenAI-compatible chat-completions backend (vLLM serve, SGLang, TGI, hosted APIs).
 
-Images travel as PNG data URLs, resized on the client to the image budget first. Requests run in a
-thread pool of `cfg.concurrency`; 429/408/5xx, timeouts and dropped connections are retried with
-exponential backoff and jitter (`cfg.max_retries`, `cfg.timeout` per attempt). A request that still
-fails becomes `Response(error=..., retryable=True)`, so a resumed run asks again.
+Its own settings are `OpenAIOptions` (`cfg.options`; the `--base-url`, `--api-key-env`, `--concurrency`,
+`--timeout`, `--max-retries` and `--no-preflight` options of eval and parity). Images travel as PNG data
+URLs, resized on the client to the image budget first. Requests run in a thread pool of `concurrency`;
+429/408/5xx, timeouts and dropped connections are retried with exponential backoff and jitter
+(`max_retries`, `timeout` per attempt). A request that still fails becomes
+`Response(error=..., retryable=True)`, so a resumed run asks again.
 
-The API key is read from the environment variable named by `cfg.api_key_env`; it is sent only in
+The API key is read from the environment variable named by `api_key_env`; it is sent only in
 the Authorization header and never logged or recorded.
 
 Preflight: the constructor lists the server's models (GET {base_url}/models) and stops with a one-line
@@ -28,14 +30,16 @@ import os
 import random
 import re
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import click
 from PIL import Image
 
-from vopd_bench.backends.base import BackendConfig, GenerationKwargs, Request, Response
+from vopd_bench.backends.base import SPEED_ONLY, BackendConfig, GenerationKwargs, Request, Response
 from vopd_bench.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -44,6 +48,42 @@ IMAGE_FORMAT = "png"
 PREFLIGHT_TIMEOUT = 10.0  # s, at most, for GET /models
 SHOW_MODELS = 5  # served model ids named when the requested one is missing
 SKIP_PREFLIGHT = "--no-preflight"  # the eval/parity flag that sets cfg.extra["preflight"] = False
+
+
+@dataclass(frozen=True)
+class OpenAIOptions:
+    """The openai backend's own settings (recorded in config.json's backend_config, flattened)."""
+
+    base_url: str | None = None  # the server's /v1 URL (required)
+    api_key_env: str = "OPENAI_API_KEY"  # the environment variable holding the key
+    concurrency: int = field(default=8, metadata={SPEED_ONLY: True})  # parallel requests
+    timeout: float = field(default=120.0, metadata={SPEED_ONLY: True})  # seconds per attempt
+    max_retries: int = field(default=5, metadata={SPEED_ONLY: True})  # on 429/5xx/timeouts
+
+
+CLI_OPTIONS = (
+    click.Option(["--base-url"], default=None, help="openai backend: the server's /v1 URL."),
+    click.Option(["--api-key-env"], default="OPENAI_API_KEY", show_default=True,
+                 help="openai backend: env var holding the key."),
+    click.Option(["--concurrency"], type=int, default=8, show_default=True, help="openai backend: parallel requests."),
+    click.Option(["--timeout"], type=float, default=120.0, show_default=True, help="openai backend: seconds per request."),
+    click.Option(["--max-retries"], type=int, default=5, show_default=True,
+                 help="openai backend: retries on 429/5xx/timeouts."),
+    click.Option([SKIP_PREFLIGHT], is_flag=True,
+                 help="openai backend: skip the check of the server's /models list before the run (servers without it)."),
+)
+
+
+def from_cli(kw: Mapping[str, Any]) -> tuple[OpenAIOptions, dict[str, Any]]:
+    """The values of `CLI_OPTIONS` as (options, extra)."""
+    opts = OpenAIOptions(base_url=kw["base_url"], api_key_env=kw["api_key_env"], concurrency=kw["concurrency"],
+                         timeout=kw["timeout"], max_retries=kw["max_retries"])
+    return opts, ({"preflight": False} if kw["no_preflight"] else {})
+
+
+def default_batch_size(opts: OpenAIOptions | None) -> int:
+    """Requests per harness batch: enough to keep `concurrency` requests in flight."""
+    return 4 * (opts or OpenAIOptions()).concurrency
 
 
 class RetryableError(Exception):
@@ -116,21 +156,25 @@ class OpenAIBackend:
     def __init__(self, cfg: BackendConfig) -> None:
         import httpx
 
-        if not cfg.base_url:
+        opts = OpenAIOptions() if cfg.options is None else cfg.options
+        if not isinstance(opts, OpenAIOptions):
+            raise TypeError(f"the openai backend takes OpenAIOptions, got {type(opts).__name__}")
+        if not opts.base_url:
             raise UserError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
-        if cfg.concurrency < 1 or cfg.max_retries < 0 or cfg.timeout <= 0:
+        if opts.concurrency < 1 or opts.max_retries < 0 or opts.timeout <= 0:
             raise UserError("openai backend: need concurrency >= 1, max_retries >= 0 and timeout > 0")
         self.cfg = cfg
-        self.url = cfg.base_url.rstrip("/")
+        self.opts = opts
+        self.url = opts.base_url.rstrip("/")
         self.backoff = Backoff(float(cfg.extra.get("backoff_base", 1.0)), float(cfg.extra.get("backoff_max", 30.0)))
         self.max_tokens_param = str(cfg.extra.get("max_tokens_param", "max_tokens"))
         self.extra_body = dict(cfg.extra.get("extra_body") or {})
-        self._key = os.environ.get(cfg.api_key_env) or None
+        self._key = os.environ.get(opts.api_key_env) or None
         headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
         self.client = httpx.Client(
             headers=headers,
-            timeout=httpx.Timeout(cfg.timeout),
-            limits=httpx.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency),
+            timeout=httpx.Timeout(opts.timeout),
+            limits=httpx.Limits(max_connections=opts.concurrency, max_keepalive_connections=opts.concurrency),
         )
         try:
             self.served = self.preflight()
@@ -149,18 +193,18 @@ class OpenAIBackend:
             return None
         url = f"{self.url}/models"
         shown = redact_url(url)
-        timeout = min(self.cfg.timeout, PREFLIGHT_TIMEOUT)
-        for attempt in range(self.cfg.max_retries + 1):
+        timeout = min(self.opts.timeout, PREFLIGHT_TIMEOUT)
+        for attempt in range(self.opts.max_retries + 1):
             try:
                 r = self.client.get(url, timeout=timeout)
             except httpx.TimeoutException:
                 raise UserError(f"{shown} did not answer within {timeout:g} s (is the server up, and is this its URL?)") from None
             except httpx.TransportError as e:
                 raise UserError(f"cannot reach {shown}: {self._cause(e)} (is the server running, and is --base-url right?)") from None
-            if r.status_code not in RETRY_STATUS or attempt == self.cfg.max_retries:
+            if r.status_code not in RETRY_STATUS or attempt == self.opts.max_retries:
                 break
             time.sleep(self.backoff.delay(attempt, retry_after(r.headers)))
-        env = f"${self.cfg.api_key_env}"
+        env = f"${self.opts.api_key_env}"
         if r.status_code in (401, 403):
             why = f"the key in {env} was rejected" if self._key else f"it wants an API key and {env} is not set"
             raise UserError(f"{shown}: HTTP {r.status_code}, {why}")
@@ -196,11 +240,11 @@ class OpenAIBackend:
             "image_budget": {"min_pixels": self.cfg.min_pixels, "max_pixels": self.cfg.max_pixels, "applied": "client"},
             "image_format": IMAGE_FORMAT,
             "chat_template_hash": None,
-            "concurrency": self.cfg.concurrency,
-            "timeout": self.cfg.timeout,
-            "max_retries": self.cfg.max_retries,
+            "concurrency": self.opts.concurrency,
+            "timeout": self.opts.timeout,
+            "max_retries": self.opts.max_retries,
             "backoff": {"base": self.backoff.base, "cap": self.backoff.cap},
-            "api_key_env": self.cfg.api_key_env,
+            "api_key_env": self.opts.api_key_env,
             "api_key_set": self._key is not None,
             "httpx": httpx.__version__,
         }
@@ -231,7 +275,7 @@ class OpenAIBackend:
         try:
             r = self.client.post(f"{self.url}/chat/completions", json=body)
         except httpx.TimeoutException as e:
-            raise RetryableError(f"timeout after {self.cfg.timeout:g} s ({type(e).__name__})") from None
+            raise RetryableError(f"timeout after {self.opts.timeout:g} s ({type(e).__name__})") from None
         except httpx.TransportError as e:
             raise RetryableError(f"connection error ({type(e).__name__}: {self._scrub(str(e))})") from None
         if r.status_code in RETRY_STATUS or r.status_code >= 500:
@@ -251,7 +295,7 @@ class OpenAIBackend:
             body = self.body(req, gen)
         except Exception as e:  # an image that cannot be encoded
             return Response(text="", error=f"{type(e).__name__}: {e}", retryable=False)
-        for attempt in range(self.cfg.max_retries + 1):
+        for attempt in range(self.opts.max_retries + 1):
             try:
                 text, n = self._post(body)
                 return Response(text=text.strip(), latency=time.perf_counter() - t0, n_tokens=n)
@@ -259,19 +303,19 @@ class OpenAIBackend:
                 log.warning("request %s failed: %s", req.key, e)
                 return Response(text="", error=str(e), retryable=False, latency=time.perf_counter() - t0)
             except RetryableError as e:
-                if attempt == self.cfg.max_retries:
+                if attempt == self.opts.max_retries:
                     log.warning("request %s failed after %d attempts: %s", req.key, attempt + 1, e)
                     return Response(text="", error=f"{e} (after {attempt + 1} attempts)", retryable=True,
                                     latency=time.perf_counter() - t0)
                 wait = self.backoff.delay(attempt, e.retry_after)
-                log.info("request %s: %s; retry %d/%d in %.2f s", req.key, e, attempt + 1, self.cfg.max_retries, wait)
+                log.info("request %s: %s; retry %d/%d in %.2f s", req.key, e, attempt + 1, self.opts.max_retries, wait)
                 time.sleep(wait)
         raise AssertionError("unreachable")
 
     def generate(self, requests: list[Request], gen: GenerationKwargs) -> list[Response]:
         if not requests:
             return []
-        with ThreadPoolExecutor(max_workers=min(self.cfg.concurrency, len(requests))) as pool:
+        with ThreadPoolExecutor(max_workers=min(self.opts.concurrency, len(requests))) as pool:
             return list(pool.map(lambda r: self._one(r, gen), requests))
 
     def close(self) -> None:

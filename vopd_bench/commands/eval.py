@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import click
-import yaml
 
-from vopd_bench.backends import BACKENDS, BackendConfig, resolve_backend
-from vopd_bench.commands._outcome import allow_errors_option, finish
+from vopd_bench.backends import resolve_backend
+from vopd_bench.commands._options import (
+    BackendChoice,
+    BackendCommand,
+    backend_config,
+    model_slug,
+    shared_options,
+    split_views,
+)
+from vopd_bench.commands._outcome import finish
 from vopd_bench.errors import UserError
 
 
@@ -27,83 +33,36 @@ def parse_data(data: tuple[str, ...], tasks: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def parse_engine_args(args: tuple[str, ...]) -> dict[str, Any]:
-    """`KEY=VALUE` pairs; values parsed as YAML scalars (numbers, booleans) when they look like them."""
-    out: dict[str, Any] = {}
-    for a in args:
-        if "=" not in a:
-            raise UserError(f"--vllm-arg {a!r}: expected KEY=VALUE")
-        k, v = a.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
-    return out
-
-
 def default_out(model: str, backend: str) -> str:
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model.rstrip("/").split("/")[-1]) or "model"
-    return f"runs/{slug}-{backend}"
+    return f"runs/{model_slug(model)}-{backend}"
 
 
-@click.command("eval")
-@click.option("--model", "-m", default="vopd-tiny", show_default=True, help="vopd-tiny, a local folder, or a Hub id.")
-@click.option("--backend", "-b", type=click.Choice(["auto", *BACKENDS]), default="auto", show_default=True,
+@click.command("eval", cls=BackendCommand)
+@click.option("--backend", "-b", type=BackendChoice(auto=True), default="auto", show_default=True,
               help="auto: vllm where vLLM is installed and a CUDA device is present, else hf (the choice is printed "
               "and recorded in config.json).")
-@click.option("--task", "-t", "tasks", multiple=True, required=True, help="Task name (repeatable) or a task YAML file.")
-@click.option("--data", multiple=True, help="Local files in the benchmark's published layout: PATH, or TASK=PATH.")
-@click.option("--views", default=None, help="Comma-separated views (full,crop,masked,random_crop). Default: full,crop where boxes exist.")
-@click.option("--boxes", default=None, help="JSONL of {id, boxes: [[x1,y1,x2,y2]]} giving any task a crop view.")
-@click.option("--limit", type=int, default=None, help="Only the first N items of each task (quick looks).")
-@click.option("--out", "-o", default=None, help="Run directory (default runs/<model>-<backend>). Re-running resumes.")
-@click.option("--overwrite", is_flag=True, help="Replace a run directory that holds a different configuration.")
-@click.option("--max-pixels", type=int, default=None, help="Image budget: max pixels per image after resizing (recorded).")
-@click.option("--min-pixels", type=int, default=None, help="Image budget: min pixels per image (recorded).")
-@click.option("--batch-size", type=int, default=None,
-              help="Requests per backend call (default: hf 16, vllm 256, openai 4 x --concurrency).")
-@click.option("--dtype", default="auto", show_default=True, help="auto, float32, bfloat16 or float16.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
-@click.option("--revision", default=None, help="Hub revision (branch, tag or commit).")
-@click.option("--max-new-tokens", type=int, default=None, help="Override the task's generation length.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--boxes", default=None, help="JSONL of {id, boxes: [[x1,y1,x2,y2]]} giving any task a crop view.")
 @click.option("--crop-margin", type=float, default=None, help="Override the crop's context margin (fraction of the box).")
 @click.option("--crop-upscale", type=float, default=None, help="Override the crop's zoom factor.")
-@click.option("--base-url", default=None, help="openai backend: the server's /v1 URL.")
-@click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, help="openai backend: env var holding the key.")
-@click.option("--concurrency", type=int, default=8, show_default=True, help="openai backend: parallel requests.")
-@click.option("--timeout", type=float, default=120.0, show_default=True, help="openai backend: seconds per request.")
-@click.option("--max-retries", type=int, default=5, show_default=True, help="openai backend: retries on 429/5xx/timeouts.")
-@click.option("--no-preflight", is_flag=True,
-              help="openai backend: skip the check of the server's /models list before the run (servers without it).")
-@click.option("--tp", "tensor_parallel", type=int, default=1, show_default=True, help="vllm backend: tensor parallel size.")
-@click.option("--vllm-arg", "vllm_args", multiple=True, help="vllm backend: engine argument KEY=VALUE (repeatable), e.g. max_model_len=8192.")
 @click.option("--prefetch", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="Prepare the next batch while one generates (speed only). auto: on unless the model runs on "
               "this CPU with no core to spare beyond torch's threads.")
-@allow_errors_option
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def command(**kw) -> None:
+@shared_options(
+    out="Run directory (default runs/<model>-<backend>). Re-running resumes.",
+    batch_size="Requests per backend call (default: hf 16, vllm 256, openai 4 x --concurrency).",
+)
+def command(**kw: Any) -> None:
     """Score MODEL on TASKs, full image vs crop; write a run directory and print the gap table.
 
     Exit status: 0 done; 2 bad input (nothing written); 3 some requests still failed after retries
     (what succeeded is kept: re-run the same command to retry only those; --allow-errors exits 0)."""
-    from vopd_bench.evaluate import EvalConfig, dist_info, evaluate, request_failures
+    from vopd_bench.evaluate import EvalConfig, evaluate, request_failures
+    from vopd_bench.runtime import rank
     from vopd_bench.summary import print_results
 
-    extra = parse_engine_args(kw["vllm_args"])
-    if kw["tensor_parallel"] != 1:
-        extra["tensor_parallel_size"] = kw["tensor_parallel"]
     backend, why = resolve_backend(kw["backend"])
-    if kw["no_preflight"] and backend == "openai":
-        extra["preflight"] = False
-    batch = kw["batch_size"] or {"hf": 16, "vllm": 256, "openai": 4 * kw["concurrency"]}[backend]
-    try:
-        bcfg = BackendConfig(
-            backend=backend, model=kw["model"], revision=kw["revision"], dtype=kw["dtype"], device=kw["device"],
-            max_pixels=kw["max_pixels"], min_pixels=kw["min_pixels"], batch_size=batch,
-            base_url=kw["base_url"], api_key_env=kw["api_key_env"], concurrency=kw["concurrency"],
-            timeout=kw["timeout"], max_retries=kw["max_retries"], extra=extra, chosen_by=why,
-        )
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    bcfg = backend_config(backend, kw, device=kw["device"], chosen_by=why)
     crop = {}
     if kw["crop_margin"] is not None:
         crop["margin"] = kw["crop_margin"]
@@ -113,7 +72,7 @@ def command(**kw) -> None:
         tasks=list(kw["tasks"]),
         backend=bcfg,
         out=kw["out"] or default_out(kw["model"], backend),
-        views=[v.strip() for v in kw["views"].split(",") if v.strip()] if kw["views"] else None,
+        views=split_views(kw["views"]),
         data=parse_data(kw["data"], kw["tasks"]),
         boxes=kw["boxes"],
         limit=kw["limit"],
@@ -125,7 +84,7 @@ def command(**kw) -> None:
         prefetch={"auto": None, "on": True, "off": False}[kw["prefetch"]],
     )
     results, names, finished = evaluate(cfg)
-    if dist_info()[0] != 0:
+    if rank() != 0:
         return
     if finished:
         click.echo(f"{cfg.out} already holds this run: nothing recomputed, no model loaded (--overwrite to redo it)",

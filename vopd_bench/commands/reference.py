@@ -17,9 +17,9 @@ def command() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--steps", type=int, default=None, help="Optimizer steps (default: the recipe's).")
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: the recipe's; numbers depend on it slightly).")
-def pretrain_cmd(out: str, seed: int, steps: int | None, threads: int) -> None:
+def pretrain_cmd(out: str, seed: int, steps: int | None, threads: int | None) -> None:
     """Supervised pre-training on zoomed views and easy scenes (deterministic given the seed)."""
-    from vopd_bench.reference import PretrainConfig, pretrain
+    from vopd_bench.reference.pretrain import PretrainConfig, pretrain
 
     kw = {"seed": seed, "steps": steps, "threads": threads}
     kw = {k: v for k, v in kw.items() if v is not None}
@@ -38,15 +38,11 @@ def ceiling_cmd(recipe: str, out: str, overrides: tuple[str, ...]) -> None:
     full-image prompts (cross-entropy) instead of the crop teacher -- what a label-free run of the same
     budget is judged against. Never part of the demo. OVERRIDES are key=value like `vopd-bench train`.
     """
-    from vopd_bench.train import load_config, run_training
-    from vopd_bench.train.curve import read_curve
+    from vopd_bench.reference.ceiling import ceiling, curve_lines
 
-    cfg = load_config(recipe, [*overrides, "objective=supervised"], out=out)
-    run = run_training(cfg)
-    for p in read_curve(run / "curve.jsonl"):
-        accs = {f"{t}/{v}": round(100 * s["accuracy"], 1) for t, r in p["tasks"].items()
-                for v, s in r["views"].items() if s.get("accuracy") is not None}
-        click.echo(f"step {p['step']:>4}: {json.dumps(accs)}")
+    run = ceiling(recipe, out, overrides)
+    for line in curve_lines(run):
+        click.echo(line)
     click.echo(f"label-supervised ceiling written to {run}")
 
 
@@ -56,6 +52,6 @@ def ceiling_cmd(recipe: str, out: str, overrides: tuple[str, ...]) -> None:
 def measure_cmd(model: str, n: int) -> None:
     """Greedy accuracy of a tiny checkpoint per view on two synthetic seeds, and on the holdout (JSON)."""
     from vopd_bench.models import resolve_model
-    from vopd_bench.reference import measure
+    from vopd_bench.reference.measure import measure
 
     click.echo(json.dumps(measure(resolve_model(model), n=n), indent=1))

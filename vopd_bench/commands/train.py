@@ -57,21 +57,20 @@ def command(recipe: str | None, out: str | None, list_options: bool, show_config
 
 def rescoring_failures(train_dir: Path) -> tuple[int, int, list[int]]:
     """(failed, total) re-scoring requests over every curve point of a training run, and the steps with failures."""
-    import json
-
     from vopd_bench.evaluate import request_failures
     from vopd_bench.rundir import RunDir
-    from vopd_bench.train.curve import eval_path, read_curve
+    from vopd_bench.train.rundir import TrainRun
 
+    run = TrainRun(train_dir)
     failed = total = 0
     steps = []
-    for point in read_curve(train_dir / "curve.jsonl"):
-        d = eval_path(train_dir, point)
-        if d is None or not RunDir(d).results_path.is_file():
+    for point in run.curve():
+        d = run.eval_dir(point)
+        results = RunDir(d).read_results() if d is not None else None
+        if results is None:
             continue
-        res = json.loads(RunDir(d).results_path.read_text())
-        f, t = request_failures(res.get("tasks", {}), list(point.get("tasks", {})))
+        f, t = request_failures(results.tasks, list(point.tasks))
         failed, total = failed + f, total + t
         if f:
-            steps.append(point["step"])
+            steps.append(point.step)
     return failed, total, steps

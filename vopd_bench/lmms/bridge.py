@@ -18,7 +18,7 @@ from PIL import Image
 
 from vopd_bench.errors import UserError
 from vopd_bench.items import Item
-from vopd_bench.protocol import Record, Rendered, has_region, load_spec, make_record, render
+from vopd_bench.protocol import Rendered, has_region, load_spec, make_record, render
 from vopd_bench.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -93,14 +93,15 @@ class ExportedTask:
         msgs.append({"role": "user", "content": content})
         return msgs
 
-    def process_results(self, doc: dict[str, Any], results: list[Any], view: str) -> dict[str, Record]:
-        """Score the response with our scorer; the record (plus lmms-eval's 0/1 `score`) is the metric value."""
+    def process_results(self, doc: dict[str, Any], results: list[Any], view: str) -> dict[str, dict[str, Any]]:
+        """Score the response with our scorer; the record as a plain dict (lmms-eval logs it), plus lmms-eval's 0/1
+        `score`, is the metric value."""
         rendered = self._meta.get((view, str(doc["id"]))) or self.render(doc, view)
         response = results[0] if results else ""
         text = response if isinstance(response, str) else str(response)
         error = text[len(ERROR_PREFIX):] if text.startswith(ERROR_PREFIX) else None
         rec = make_record(self.spec, self.item(doc), view, rendered, "" if error else text, error, retryable=error is not None)
-        return {METRIC: {**rec, "score": float(bool(rec["correct"]))}}
+        return {METRIC: {**rec.to_dict(), "score": float(bool(rec.correct))}}
 
 
 def region_items(items: list[Item], view: str) -> list[Item]:

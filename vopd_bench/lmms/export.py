@@ -23,8 +23,8 @@ from vopd_bench.errors import UserError
 from vopd_bench.items import Item
 from vopd_bench.lmms.bridge import METRIC, ExportedTask, region_items
 from vopd_bench.protocol import gen_kwargs, task_record
-from vopd_bench.rundir import atomic_write_json
-from vopd_bench.views import VIEWS
+from vopd_bench.runtime import atomic_write_json
+from vopd_bench.views import view_names
 
 log = logging.getLogger(__name__)
 MANIFEST = "vopd_export.json"
@@ -98,9 +98,9 @@ def choose_views(name: str, items: list[Item], views: list[str] | None) -> list[
     has = any(it.boxes or it.crop_image is not None for it in items)
     if views is None:
         return ["full", "crop"] if has else ["full"]
-    bad = [v for v in views if v not in VIEWS]
+    bad = [v for v in views if v not in view_names()]
     if bad:
-        raise UserError(f"unknown view {bad[0]!r}; choose from {', '.join(VIEWS)}")
+        raise UserError(f"unknown view {bad[0]!r}; choose from {', '.join(view_names())}")
     if not has and any(v != "full" for v in views):
         raise UserError(f"task {name} has no boxes, so it has only the full view")
     return list(views)

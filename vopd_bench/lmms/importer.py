@@ -3,14 +3,14 @@
 Each sample line carries lmms-eval's `doc_id` and, as the value of the `vopd_accuracy` metric, the
 record our own eval would have written (computed inside lmms-eval by `vopd_bench.lmms.bridge`).
 Views are paired by item id; results.json comes from `results.task_results`/`build_results`, so
-`vopd-bench report` reads the run like any `vopd-bench eval` run.
+`vopd-bench report` reads the run like any `vopd-bench eval` run. Logs of earlier releases (records without
+`version` or `n_options`) import the same.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -22,9 +22,11 @@ from vopd_bench.errors import UserError
 from vopd_bench.items import Item
 from vopd_bench.lmms.bridge import METRIC, region_items
 from vopd_bench.protocol import gen_kwargs, load_spec, task_record
-from vopd_bench.results import Record, build_results, task_results
-from vopd_bench.rundir import RunDir, atomic_write_json
-from vopd_bench.views import VIEWS
+from vopd_bench.results import build_results, task_result
+from vopd_bench.rundir import RunDir
+from vopd_bench.runtime import iter_jsonl
+from vopd_bench.schema import RunConfig, SampleRecord
+from vopd_bench.views import view_names
 
 log = logging.getLogger(__name__)
 SAMPLES_RE = re.compile(r"^(?P<date>.+?)_samples_(?P<task>.+)\.jsonl$")
@@ -43,7 +45,7 @@ class SampleLog:
     task: str
     view: str
     doc_ids: list[int]
-    records: list[Record]
+    records: list[SampleRecord]
     lmms: dict[str, Any] = field(default_factory=dict)  # the sibling <date>_results.json, if any
 
     @property
@@ -80,7 +82,7 @@ def read_logs(paths: list[str]) -> list[SampleLog]:
     return [read_log(Path(p)) for p in paths]
 
 
-def _record(path: Path, ln: int, row: Any) -> tuple[int, Record]:
+def _record(path: Path, ln: int, row: Any) -> tuple[int, SampleRecord]:
     """(doc_id, our record) from one sample line."""
     if not isinstance(row, dict) or "doc_id" not in row:
         raise UserError(f"{path}:{ln}: not an lmms-eval sample (no doc_id)")
@@ -94,35 +96,29 @@ def _record(path: Path, ln: int, row: Any) -> tuple[int, Record]:
         first = counts[0] if isinstance(counts, list) else counts
         rec["n_tokens"] = first.get("output_tokens") if isinstance(first, dict) else None
     try:
-        return int(row["doc_id"]), rec
+        doc_id = int(row["doc_id"])
     except (TypeError, ValueError):
         raise UserError(f"{path}:{ln}: doc_id {row['doc_id']!r} is not an integer") from None
+    return doc_id, SampleRecord.from_dict(rec)
 
 
 def read_log(path: Path) -> SampleLog:
     """Parse one samples file; all its records must be one task and one view, each doc once."""
-    rows: dict[int, Record] = {}
-    with path.open(encoding="utf-8") as f:
-        for ln, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{ln}: not valid JSON ({e.msg})") from None
-            doc_id, rec = _record(path, ln, row)
-            if doc_id in rows:
-                raise UserError(f"{path}:{ln}: doc_id {doc_id} appears twice (several runs appended to one file?)")
-            rows[doc_id] = rec
+    rows: dict[int, SampleRecord] = {}
+    for ln, row in iter_jsonl(path):
+        doc_id, rec = _record(path, ln, row)
+        if doc_id in rows:
+            raise UserError(f"{path}:{ln}: doc_id {doc_id} appears twice (several runs appended to one file?)")
+        rows[doc_id] = rec
     if not rows:
         raise UserError(f"{path}: no samples")
-    kinds = {(r["task"], r["view"]) for r in rows.values()}
+    kinds = {(r.task, r.view) for r in rows.values()}
     if len(kinds) > 1:
         raise UserError(f"{path}: records of several tasks/views {sorted(kinds)}")
     task, view = kinds.pop()
-    if view not in VIEWS:
+    if view not in view_names():
         raise UserError(f"{path}: unknown view {view!r}")
-    ids = [r["id"] for r in rows.values()]
+    ids = [r.id for r in rows.values()]
     if len(set(ids)) < len(ids):
         raise UserError(f"{path}: one item id under several doc ids; the log does not match one exported task")
     order = sorted(rows)
@@ -158,9 +154,9 @@ def check_doc_ids(lg: SampleLog, items: list[Item]) -> None:
     order = region_items(items, lg.view)
     for doc_id, rec in zip(lg.doc_ids, lg.records):
         want = order[doc_id].id if 0 <= doc_id < len(order) else None
-        if want != rec["id"]:
+        if want != rec.id:
             raise UserError(f"{lg.path}: doc_id {doc_id} is item {want!r} of task {lg.task} in view {lg.view}, "
-                            f"but the log has item {rec['id']!r}; the log is not from this task/data")
+                            f"but the log has item {rec.id!r}; the log is not from this task/data")
 
 
 def model_name(lgs: list[SampleLog], override: str | None) -> str:
@@ -194,7 +190,7 @@ class Imported:
 
     def views(self, task: str) -> list[str]:
         have = {v for t, v in self.logs if t == task}
-        return [v for v in VIEWS if v in have]
+        return [v for v in view_names() if v in have]
 
 
 def load(paths: list[str], task: str | None = None, data: str | None = None, model: str | None = None) -> Imported:
@@ -218,62 +214,45 @@ def load(paths: list[str], task: str | None = None, data: str | None = None, mod
     return Imported(logs, model_name(list(logs.values()), model), records, seed=int(seeds.pop()) if len(seeds) == 1 else 0)
 
 
-def _write_jsonl(path: Path, records: list[Record]) -> None:
-    """Replace a samples file atomically (the import is a conversion, re-run from scratch each time)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".jsonl.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _config(imp: Imported) -> tuple[dict[str, Any], dict[str, Any]]:
+def _config(imp: Imported) -> RunConfig:
     lmms_cfg = next((lg.lmms.get("config") for lg in imp.logs.values() if lg.lmms.get("config")), None) or {}
     backend = {"backend": "lmms-eval", "model": imp.model, "lmms_eval_model": lmms_cfg.get("model"),
                "model_args": lmms_cfg.get("model_args"), "image_budget": None}
     identity = {"model": imp.model, "backend": "lmms-eval", "model_args": backend["model_args"], "seed": imp.seed,
                 "tasks": {t: imp.task_records.get(t, {}) for t in imp.tasks}}
-    config = {
-        "vopd_bench": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "backend": backend,
-        "tasks": identity["tasks"],
-        "views": {t: imp.views(t) for t in imp.tasks},
-        "seed": imp.seed,
-        "limit": None,
-        "source": {"lmms_eval_samples": {f"{t}/{v}": str(lg.path) for (t, v), lg in imp.logs.items()}},
-    }
-    return config, identity
+    return RunConfig(
+        vopd_bench=__version__,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        backend=backend,
+        tasks=identity["tasks"],
+        views={t: imp.views(t) for t in imp.tasks},
+        seed=imp.seed,
+        limit=None,
+        identity=identity,
+        extra={"source": {"lmms_eval_samples": {f"{t}/{v}": str(lg.path) for (t, v), lg in imp.logs.items()}}},
+    )
 
 
 def write_run(imp: Imported, out: str | Path, overwrite: bool = False) -> dict[str, Any]:
     """Write config.json, samples/<task>/<view>.jsonl and results.json (merged with the run's other tasks)."""
     run = RunDir(out)
-    config, identity = _config(imp)
-    run.check_or_write_config(config, identity, overwrite)
-    per_task: dict[str, Any] = {}
+    run.check_or_write_config(_config(imp), overwrite)
+    per_task = {}
     for task in imp.tasks:
-        by_view: dict[str, list[Record]] = {}
+        by_view: dict[str, list[SampleRecord]] = {}
         skipped: dict[str, int] = {}
         for view in imp.views(task):
             lg = imp.logs[(task, view)]
-            _write_jsonl(run.samples_path(task, view), lg.records)
+            run.write_samples(task, view, lg.records)
             by_view[view] = lg.records
             skipped[view] = int(lg.metadata.get("vopd_skipped_no_box", 0))
-        per_task[task] = task_results(by_view, skipped, seed=imp.seed)
-    old: dict[str, Any] = {}
-    if run.results_path.is_file():
-        try:
-            old = json.loads(run.results_path.read_text())
-        except json.JSONDecodeError:
-            old = {}
-    views = {**(old.get("views") or {}), **{t: imp.views(t) for t in imp.tasks}}
-    results = build_results({**old.get("tasks", {}), **per_task},
-                            {"model": imp.model, "backend": "lmms-eval", "views": views, "limit": None})
-    atomic_write_json(run.results_path, results)
-    return results
+        per_task[task] = task_result(by_view, skipped, seed=imp.seed)
+    old = run.read_results(tolerant=True)
+    old_tasks, old_views = (old.tasks, old.views) if old is not None else ({}, {})
+    views = {**old_views, **{t: imp.views(t) for t in imp.tasks}}
+    results = build_results({**old_tasks, **per_task}, imp.model, "lmms-eval", views, None)
+    run.write_results(results)
+    return results.to_dict()
 
 
 def gap_from_lmms_eval(paths: list[str], out: str | Path, task: str | None = None, data: str | None = None,
@@ -290,5 +269,5 @@ def gap_from_lmms_eval(paths: list[str], out: str | Path, task: str | None = Non
 
 
 def _paired(imp: Imported, task: str) -> bool:
-    full = {r["id"] for r in imp.logs[(task, "full")].records}
-    return any(r["id"] in full for r in imp.logs[(task, "crop")].records)
+    full = {r.id for r in imp.logs[(task, "full")].records}
+    return any(r.id in full for r in imp.logs[(task, "crop")].records)

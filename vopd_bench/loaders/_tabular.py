@@ -18,6 +18,7 @@ from typing import Any
 
 from vopd_bench.errors import UserError
 from vopd_bench.items import LETTERS, Box
+from vopd_bench.runtime import iter_jsonl
 
 Row = dict[str, Any]
 _MISSING = ("", "nan", "none", "null")
@@ -138,17 +139,10 @@ def _read_parquet(path: Path, lazy: Sequence[str]) -> Table:
 
 def _read_jsonl(path: Path) -> Table:
     rows: list[Row] = []
-    with path.open(encoding="utf-8") as f:
-        for ln, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{ln}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{ln}: each line must be a JSON object")
-            rows.append(row)
+    for ln, row in iter_jsonl(path):
+        if not isinstance(row, dict):
+            raise UserError(f"{path}:{ln}: each line must be a JSON object")
+        rows.append(row)
     return Table(path, list(rows[0]) if rows else [], rows)
 
 

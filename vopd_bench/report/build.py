@@ -17,7 +17,6 @@ from vopd_bench.report.closure import DEFINITION, pair_closures
 from vopd_bench.report.curve import plot_curve
 from vopd_bench.report.figures import paper_style, plot_before_after, plot_categories, plot_gap_models, save
 from vopd_bench.report.load import (
-    Closure,
     ModelResult,
     TrainingRun,
     checkpoint_threshold,
@@ -33,6 +32,7 @@ from vopd_bench.report.tables import (
     table_full,
     task_order,
 )
+from vopd_bench.schema import Closure
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ def _render(inp: Inputs, root: Path) -> str:
 
         for run in inp.trainings:
             stem = name(f"curve_{slug(run.label)}")
-            fig, data = plot_curve(run.curve, run.collapse_threshold)
+            fig, data = plot_curve(run.curve, run.collapse_threshold, run.dir)
             save(fig, figs / stem)
             sections.append(markdown.Section(
                 f"Gap-reduction curve: {run.label}", f"figures/{stem}.png", f"figures/{stem}.pdf",

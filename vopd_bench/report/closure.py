@@ -8,13 +8,14 @@ a dagger wherever a collapsed model's gap is shown, is `tables.collapse_note`.)
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-from vopd_bench.report.load import Block, Closure, CurvePoint, ModelResult
+from vopd_bench.report.load import ModelResult, acc
 from vopd_bench.report.tables import gap_points
+from vopd_bench.schema import Closure, CurvePoint, TaskResult, nan_to_none
 from vopd_bench.stats import closure_estimate, gap_closure, relative_reduction
 from vopd_bench.train.curve import paired_items
+from vopd_bench.train.rundir import TrainRun
 
 DEFINITION = ("gap closed = (full_N − full_0) / (crop_0 − full_0), the share of the base gap recovered by the full "
               "view (95% paired-bootstrap CI over items; negative when the full view got worse)")
@@ -22,7 +23,7 @@ FOOTNOTE = ("closed: (full_N − full_0) / (crop_0 − full_0), the share of the
             "[95% paired-bootstrap CI].")  # under the figures that show it
 
 
-def closure_between(b: Block | None, a: Block | None, dirs: tuple[Path | None, Path | None] | None = None,
+def closure_between(b: TaskResult | None, a: TaskResult | None, dirs: tuple[Path | None, Path | None] | None = None,
                     task: str | None = None, stored: Closure | None = None) -> Closure | None:
     """The closure of `task` from block `b` (step 0) to block `a` (step N): the `stored` record when it has a CI,
     else from the items of both run dirs' sample files when they exist, else the `stored` record, else the point
@@ -34,11 +35,11 @@ def closure_between(b: Block | None, a: Block | None, dirs: tuple[Path | None, P
         return stored
     items = paired_items(dirs[0], dirs[1], task) if dirs and None not in dirs and task else None
     if items and items[0]:
-        v, lo, hi = (None if math.isnan(x) else x for x in gap_closure(*items))
-        return Closure(v, lo, hi, reduction, len(items[0]))
+        v, lo, hi = map(nan_to_none, gap_closure(*items))
+        return Closure(v, lo, hi, n_items=len(items[0]), gap_reduction=reduction)
     if stored is not None:
         return stored
-    return Closure(closure_estimate(b.acc("full"), b.acc("crop"), a.acc("full")), gap_reduction=reduction)
+    return Closure(closure_estimate(acc(b, "full"), acc(b, "crop"), acc(a, "full")), gap_reduction=reduction)
 
 
 def pair_closure(before: ModelResult, after: ModelResult, task: str) -> Closure | None:
@@ -52,10 +53,12 @@ def pair_closures(before: ModelResult, after: ModelResult) -> dict[str, Closure 
     return {t: pair_closure(before, after, t) for t in before.tasks if t in after.tasks}
 
 
-def curve_closure(first: CurvePoint, last: CurvePoint, task: str) -> Closure | None:
-    """The closure of `task` from the first to the last point of a training curve."""
-    return closure_between(first.tasks.get(task), last.tasks.get(task), (first.eval_path, last.eval_path), task,
-                           last.closure.get(task))
+def curve_closure(first: CurvePoint, last: CurvePoint, task: str, run: TrainRun | None = None) -> Closure | None:
+    """The closure of `task` from the first to the last point of a training curve (`run`: where its eval dirs are;
+    without it, the stored record or the point estimate)."""
+    a = last.tasks.get(task)
+    dirs = (run.eval_dir(first), run.eval_dir(last)) if run is not None else None
+    return closure_between(first.tasks.get(task), a, dirs, task, a.closure if a is not None else None)
 
 
 def pct(x: float | None, digits: int = 0, plus: bool = True, minus: str = "−") -> str:

@@ -28,16 +28,11 @@ from vopd_bench.report.figures import (
     save,
     signed,
 )
-from vopd_bench.report.load import (
-    CurvePoint,
-    collapse_reasons,
-    collapse_threshold,
-    is_holdout,
-    read_curve,
-    read_json,
-)
+from vopd_bench.report.load import collapse_reasons, collapse_threshold, scored_curve
 from vopd_bench.report.tables import DAGGER, gap_points
+from vopd_bench.schema import CurvePoint
 from vopd_bench.stats import relative_reduction
+from vopd_bench.train.rundir import TrainRun
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +40,15 @@ HOLDOUT_STYLES = ["-.", ":", (0, (5, 1, 1, 1))]
 
 
 def curve_tasks(curve: list[CurvePoint]) -> tuple[list[str], list[str]]:
-    """(gap tasks, holdout tasks) seen in the curve, in order of first appearance."""
+    """(gap tasks, holdout tasks) seen in the curve, in order of first appearance; holdouts as the points record
+    them (`CurvePoint.role`)."""
     gap: list[str] = []
     hold: list[str] = []
     for p in curve:
         for name, b in p.tasks.items():
             if name in gap or name in hold:
                 continue
-            if is_holdout(name, b):
+            if p.role(name) == "holdout":
                 hold.append(name)
             elif {"full", "crop"} <= set(b.views):
                 gap.append(name)
@@ -105,9 +101,11 @@ def collapsed_points(curve: list[CurvePoint], threshold: float) -> dict[int, lis
     return out
 
 
-def plot_curve(curve: list[CurvePoint], threshold: float | None = None) -> tuple[Figure, dict[str, Any]]:
+def plot_curve(curve: list[CurvePoint], threshold: float | None = None,
+               run: TrainRun | None = None) -> tuple[Figure, dict[str, Any]]:
     """One row per gap task: [accuracy vs step (full, crop, holdout), gap vs step]. Points more than `threshold`
-    points (default: the trainer's `collapse_warn_points`) below step 0 on crop or holdout carry a dagger."""
+    points (default: the trainer's `collapse_warn_points`) below step 0 on crop or holdout carry a dagger. `run`:
+    the training run, whose eval dirs give the closure's CI where curve.jsonl has none."""
     threshold = collapse_threshold() if threshold is None else threshold
     collapsed = collapsed_points(curve, threshold)
     gap, hold = curve_tasks(curve)
@@ -144,7 +142,7 @@ def plot_curve(curve: list[CurvePoint], threshold: float | None = None) -> tuple
         ax.axhline(0, color=COLORS["zero"], linewidth=0.6, zorder=1)
         g0, gn = _first_last(gt["gap"])
         crop_change = _change(crop["acc"])
-        closure = curve_closure(curve[0], curve[-1], task) if len(steps) > 1 else None
+        closure = curve_closure(curve[0], curve[-1], task, run) if len(steps) > 1 else None
         if len(steps) > 1:
             red = closure.gap_reduction if closure is not None else relative_reduction(g0, gn)
             note = f"gap {_pts(g0)} → {_pts(gn)} pts{DAGGER if steps[-1] in collapsed else ''}"
@@ -211,11 +209,12 @@ def _pts(v: float | None) -> str:
 
 
 def draw_curve(curve_jsonl: Path, out_stem: Path) -> list[Path]:
-    """Redraw the gap-reduction curve of a training run: writes out_stem.png and out_stem.pdf."""
-    curve = read_curve(Path(curve_jsonl))
-    config = Path(curve_jsonl).parent / "config.json"
+    """Redraw the gap-reduction curve of a training run (`curve_jsonl`: its `<run>/curve.jsonl`): writes
+    out_stem.png and out_stem.pdf."""
+    run = TrainRun(Path(curve_jsonl).parent)
+    curve = scored_curve(run)
     with paper_style():
-        fig, _ = plot_curve(curve, collapse_threshold(read_json(config) if config.is_file() else None))
+        fig, _ = plot_curve(curve, collapse_threshold(run.read_config()), run)
         paths = save(fig, Path(out_stem))
     log.debug("gap curve: %s", ", ".join(map(str, paths)))
     return paths

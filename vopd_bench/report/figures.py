@@ -23,8 +23,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from vopd_bench.report.closure import FOOTNOTE, closure_between, closure_text, pair_closures
-from vopd_bench.report.load import Block, Closure, ModelResult, TaskResult
+from vopd_bench.report.load import ModelResult
 from vopd_bench.report.tables import DAGGER, collapse_note, gap_points, gap_tasks
+from vopd_bench.schema import Closure, TaskResult
 
 STYLE = Path(__file__).resolve().parent.parent / "mplstyle" / "paper.mplstyle"
 COLUMN_IN, PAGE_IN = 3.4, 7.0
@@ -135,7 +136,7 @@ def _note(ax: Any, x: float, y: float, text: str, below: bool = False, **kw: Any
                        ha="center", va="top" if below else "bottom", fontsize=8, **kw)
 
 
-def _acc_series(blocks: list[Block | None]) -> list[Series]:
+def _acc_series(blocks: list[TaskResult | None]) -> list[Series]:
     out = []
     for view in ("full", "crop"):
         st = [b.views.get(view) if b else None for b in blocks]
@@ -150,7 +151,7 @@ def fmt_gap(g: float | None) -> str:
     return "n/a" if g is None else signed(g)
 
 
-def accuracy_panel(ax: Any, groups: list[str], blocks: list[Block | None], title: str | None = None,
+def accuracy_panel(ax: Any, groups: list[str], blocks: list[TaskResult | None], title: str | None = None,
                    label_width: int = 16, flagged: list[bool] | None = None) -> dict[str, list[Any]]:
     """Full vs crop accuracy bars (%) per group, CI whiskers, the gap (points) written above each pair (with a
     dagger where `flagged`: a collapsed model)."""
@@ -201,7 +202,7 @@ def plot_gap_models(models: list[ModelResult]) -> tuple[Figure, dict[str, dict[s
     """Figure 3: per model, full vs crop accuracy with 95% CIs and the gap; a panel per task and
     one for the average over tasks (when there are several)."""
     tasks = gap_tasks(models)
-    panels: list[tuple[str, list[tuple[str, Block]]]] = []
+    panels: list[tuple[str, list[tuple[str, TaskResult]]]] = []
     for t in tasks:
         panels.append((t, [(m.label, m.tasks[t]) for m in models if t in m.tasks and "crop" in m.tasks[t].views]))
     if len(tasks) > 1:  # only models scored on every task: otherwise the means are not comparable
@@ -301,14 +302,14 @@ def plot_categories(models: list[ModelResult], task: str) -> tuple[Figure, dict[
     shown = [m for m in models if task in m.tasks and m.tasks[task].categories]
     cats: list[str] = []
     for m in shown:
-        cats += [c for c in m.tasks[task].categories if c not in cats]
+        cats += [c for c in m.tasks[task].categories or {} if c not in cats]
     width = COLUMN_IN if len(cats) <= 4 else PAGE_IN
     fig = new_figure(width, 0.45 + 1.9 * max(len(shown), 1))
     axes = fig.subplots(max(len(shown), 1), 1, squeeze=False, sharey=True)[:, 0]
     chars = max(8, int(width / max(len(cats), 1) * 72 / 5.2))
     data = {}
     for ax, m in zip(axes, shown, strict=False):
-        blocks: list[Block | None] = [m.tasks[task].categories.get(c) for c in cats]
+        blocks: list[TaskResult | None] = [(m.tasks[task].categories or {}).get(c) for c in cats]
         data[m.label] = accuracy_panel(ax, cats, blocks, f"{task} — {m.label}", label_width=chars,
                                        flagged=[bool(m.collapse)] * len(cats))
     _legend(fig, "+x.x: gap (pts)")

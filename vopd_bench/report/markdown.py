@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vopd_bench.report.closure import closure_text, pair_closures, pct
-from vopd_bench.report.load import Closure, ModelResult, TrainingRun
+from vopd_bench.report.load import ModelResult, TrainingRun, size
 from vopd_bench.report.tables import DAGGER, Table, collapse_note, gap_points, task_order
+from vopd_bench.schema import Closure
 
 
 @dataclass
@@ -54,7 +55,7 @@ def _distinct(pairs: list[tuple[str, str]]) -> str:
 
 def protocol_line(models: list[ModelResult]) -> str:
     """One line: image budget, crop parameters, n per task, parse-failure rate."""
-    configured = [m for m in models if m.config]
+    configured = [m for m in models if m.config is not None]
     budget = _distinct([(m.label, _budget_text(m.image_budget)) for m in configured]) if configured else "not recorded"
     tasks = task_order(models)
     crops = []
@@ -68,16 +69,15 @@ def protocol_line(models: list[ModelResult]) -> str:
         crop = "; ".join(f"{t}: {c}" for t, c in crops) or "no crop view"
     ns = []
     for t in tasks:
-        vals = sorted({m.tasks[t].n for m in models if t in m.tasks})
+        vals = sorted({size(m.tasks[t]) for m in models if t in m.tasks})
         ns.append(f"{t} {vals[0]}" if len(vals) == 1 else f"{t} {vals[0]}–{vals[-1]}")
     pf: dict[str, list[int]] = {}
-    for m in models:
+    for m in configured:  # read from results.json (curve.jsonl records no parse-failure count)
         for t in m.tasks.values():
             for v, s in t.views.items():
-                if s.parse_failures is not None:
-                    acc = pf.setdefault(v, [0, 0])
-                    acc[0] += s.parse_failures
-                    acc[1] += s.n
+                acc = pf.setdefault(v, [0, 0])
+                acc[0] += s.parse_failures
+                acc[1] += s.n
     pf_text = ", ".join(f"{v} {100 * a / n:.1f}%" for v, (a, n) in pf.items() if n) or "not recorded"
     return (f"**Protocol.** Image budget {budget}; crop of the decisive region: {crop}; "
             f"n per task: {', '.join(ns)}; parse-failure rate: {pf_text}.")

@@ -8,7 +8,8 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vopd_bench.report.load import ModelResult, TaskResult
+from vopd_bench.report.load import ModelResult, acc
+from vopd_bench.schema import TaskResult
 
 DASH_MD = "–"
 DASH_TEX = "--"
@@ -162,7 +163,7 @@ def gap_points(t: TaskResult | None) -> float | None:
         return None
     if t.gap is not None and t.gap.value is not None:
         return t.gap.value
-    f, c = t.acc("full"), t.acc("crop")
+    f, c = acc(t, "full"), acc(t, "crop")
     return None if f is None or c is None else 100.0 * (c - f)
 
 
@@ -259,16 +260,16 @@ def table_categories(models: list[ModelResult], task: str) -> Table:
     """Per-category breakdown of one task: rows = categories, per model full / crop / gap."""
     cats: list[str] = []
     for m in models:
-        for c in (m.tasks[task].categories if task in m.tasks else {}):
+        for c in (m.tasks[task].categories or {} if task in m.tasks else {}):
             if c not in cats:
                 cats.append(c)
     cols: list[Column] = []
     for m in models:
-        blocks = [m.tasks[task].categories.get(c) if task in m.tasks else None for c in cats]
+        blocks = [(m.tasks[task].categories or {}).get(c) if task in m.tasks else None for c in cats]
         for view in ("full", "crop"):
             if any(b is not None and view in b.views for b in blocks):
                 cols.append(Column(header=view.capitalize(), key=f"{m.label}_{view}", group=m.label, best=None,
-                                   values=[pct(b.acc(view)) if b else None for b in blocks],
+                                   values=[pct(acc(b, view)) if b else None for b in blocks],
                                    extra={"n": [b.views[view].n if b and view in b.views else None
                                                 for b in blocks]}))
         if any(b is not None and b.gap is not None for b in blocks):

@@ -2,9 +2,10 @@
 
 `run_training(cfg) -> Path` trains (or resumes) a run and returns its output directory; `load_config`
 builds an `OPDConfig` from a recipe (`vopd_bench/specs/trainers/*.yaml`) plus `key=value` overrides.
-Modules: config (settings), data (prompts), policy (model/LoRA), rollout (sampling + teacher forcing),
-loss (generalized JSD), teacher (ema/frozen/live), checkpoint (atomic save/resume), curve (scoring +
-curve.jsonl), dist (multi-process), trainer (the loop).
+Modules: config (settings; defaults = the paper's method), data (prompts), policy (model/LoRA), rollout
+(sampling + teacher forcing), loss (generalized JSD, cross-entropy), objectives (registered loss terms:
+distill, supervised, anchor), teacher (registered teachers: ema, frozen, live), checkpoint (atomic
+save/resume), curve (scoring + curve.jsonl), dist (multi-process), trainer (the loop).
 """
 
 from __future__ import annotations

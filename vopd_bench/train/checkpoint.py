@@ -99,13 +99,14 @@ def save(
 
 def _run_record(train_dir: Path) -> dict[str, Any]:
     """The base model and objective of the training run in `train_dir` (from its config.json), {} if none."""
+    from vopd_bench.errors import UserError
+    from vopd_bench.train.rundir import TrainRun
+
     try:
-        cfg = json.loads((train_dir / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        cfg = TrainRun(train_dir).read_config()
+    except UserError:
         return {}
-    if not isinstance(cfg, dict) or cfg.get("kind") != "train":
-        return {}
-    return {"model": cfg.get("model"), "objective": (cfg.get("config") or {}).get("objective", "distill")}
+    return {} if cfg is None else {"model": cfg.model, "objective": cfg.config.get("objective", "distill")}
 
 
 def identity(folder: Path) -> dict[str, Any] | None:

@@ -1,30 +1,37 @@
-"""Scoring checkpoints with the harness and the gap-reduction curve (`curve.jsonl`, one line per step).
+"""Scoring checkpoints with the harness, and the gap-reduction curve's bookkeeping (closure, collapse warnings).
 
 Each point runs `run_eval` over the in-memory model (HFBackend, the checkpoint folder as its recorded
 identity) on the eval tasks (full + crop views) and the holdout tasks (full view), into
 `evals/step-N/` -- an ordinary eval run directory, so a killed evaluation resumes item by item.
+curve.jsonl itself is read and written by `vopd_bench.train.rundir.TrainRun`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import os
 from pathlib import Path
 from typing import Any
 
 from vopd_bench.errors import UserError
-from vopd_bench.rundir import append_jsonl, read_jsonl
+from vopd_bench.schema import Closure, CurvePoint, TaskResult, nan_to_none
 from vopd_bench.train.config import OPDConfig
+from vopd_bench.train.rundir import GAP_KEYS, VIEW_KEYS, TrainRun
 
 log = logging.getLogger(__name__)
-VIEW_KEYS = ("n", "accuracy", "ci_low", "ci_high", "parse_failure_rate")
-GAP_KEYS = ("value", "ci_low", "ci_high", "p_value", "n_pairs")
+EVAL, HOLDOUT = "eval", "holdout"
 
 
-def score_checkpoint(cfg: OPDConfig, policy: Any, checkpoint: str, eval_dir: Path) -> dict[str, Any]:
-    """Per-task view accuracies (and the gap) of the in-memory model, recorded as `checkpoint`.
+class Scores(dict[str, dict[str, Any]]):
+    """`score_checkpoint`'s result: task -> its curve block (plain JSON, as curve.jsonl holds it), and `roles`:
+    task -> "eval" (scored full + crop) or "holdout" (full only)."""
+
+    def __init__(self, tasks: dict[str, dict[str, Any]], roles: dict[str, str]) -> None:
+        super().__init__(tasks)
+        self.roles = roles
+
+
+def score_checkpoint(cfg: OPDConfig, policy: Any, checkpoint: str, eval_dir: Path) -> Scores:
+    """Per-task view accuracies (and the gap) of the in-memory model, recorded as `checkpoint`, with each task's role.
 
     A sharded (FSDP) policy cannot generate for one rank's items alone, so then every rank loads the saved
     `checkpoint` folder as a full replica in the same dtype, scores its shard of the items, and frees it."""
@@ -50,12 +57,13 @@ def score_checkpoint(cfg: OPDConfig, policy: Any, checkpoint: str, eval_dir: Pat
             torch.cuda.empty_cache()
 
 
-def _score(cfg: OPDConfig, bcfg: Any, backend: Any, eval_dir: Path) -> dict[str, Any]:
+def _score(cfg: OPDConfig, bcfg: Any, backend: Any, eval_dir: Path) -> Scores:
     from vopd_bench.evaluate import EvalConfig, run_eval
 
-    groups = [(cfg.eval_tasks, ["full", "crop"]), (cfg.holdout_tasks, ["full"])]
+    groups = [(cfg.eval_tasks, ["full", "crop"], EVAL), (cfg.holdout_tasks, ["full"], HOLDOUT)]
     tasks: dict[str, Any] = {}
-    for names, views in groups:
+    roles: dict[str, str] = {}
+    for names, views, role in groups:
         if not names:
             continue
         ecfg = EvalConfig(
@@ -73,7 +81,8 @@ def _score(cfg: OPDConfig, bcfg: Any, backend: Any, eval_dir: Path) -> dict[str,
         for name in names:
             key = name if name in results["tasks"] else _spec_name(name)
             tasks[key] = summarize_task(results["tasks"][key])
-    return tasks
+            roles[key] = role
+    return Scores(tasks, roles)
 
 
 def _spec_name(name: str) -> str:
@@ -82,75 +91,62 @@ def _spec_name(name: str) -> str:
     return get_task(name).name
 
 
-def _clean(v: Any) -> Any:
-    return None if isinstance(v, float) and math.isnan(v) else v
-
-
 def summarize_task(res: dict[str, Any]) -> dict[str, Any]:
     """The curve's view of one task's results: accuracy + CI per view, and the gap when both views exist."""
     out: dict[str, Any] = {
-        "views": {v: {k: _clean(s.get(k)) for k in VIEW_KEYS} for v, s in res.get("views", {}).items()}
+        "views": {v: {k: nan_to_none(s.get(k)) for k in VIEW_KEYS} for v, s in res.get("views", {}).items()}
     }
     if "gap" in res:
-        out["gap"] = {k: _clean(res["gap"].get(k)) for k in GAP_KEYS}
+        out["gap"] = {k: nan_to_none(res["gap"].get(k)) for k in GAP_KEYS}
     return out
 
 
-def read_curve(path: Path) -> list[dict[str, Any]]:
-    """Curve points, one per step (the last line of a step wins), sorted by step."""
-    by_step = {int(r["step"]): r for r in read_jsonl(path)}
-    return [by_step[s] for s in sorted(by_step)]
+def _typed(point: CurvePoint | dict[str, Any]) -> CurvePoint:
+    return point if isinstance(point, CurvePoint) else CurvePoint.from_dict(point)
 
 
-def append_point(path: Path, point: dict[str, Any]) -> bool:
-    """Append `point` unless its step is already on the curve; returns whether it was written.
+def append_point(path: Path, point: CurvePoint | dict[str, Any]) -> bool:
+    """Append `point` to `<run>/curve.jsonl` unless its step is already on the curve; returns whether it was written.
 
-    Each gap task of a point after the first gains `closure` (see `closure_block`) against the curve's first point."""
-    points = read_curve(path)
-    if any(r["step"] == point["step"] for r in points):
+    Each gap task of a point after the first gains `closure` (see `closure_block`) against the curve's first point.
+    A plain-dict point takes its `roles` from its `tasks` when they are `score_checkpoint`'s `Scores`, and gains
+    the closures in place."""
+    run = TrainRun(path.parent)
+    typed = _typed(point)
+    if isinstance(point, dict) and not typed.roles:
+        typed.roles = dict(getattr(point.get("tasks"), "roles", None) or {})
+    points = run.curve()
+    if any(p.step == typed.step for p in points):
         return False
-    if points and points[0]["step"] < point["step"]:
-        for task, res in point.get("tasks", {}).items():
-            if "gap" in res and (c := closure_block(points[0], point, task, path.parent)) is not None:
-                res["closure"] = c
-    append_jsonl(path, [point])
+    if points and points[0].step < typed.step:
+        for task, res in typed.tasks.items():
+            if res.gap is not None and (c := closure_block(run, points[0], typed, task)) is not None:
+                res.closure = c
+                if isinstance(point, dict):
+                    point["tasks"][task]["closure"] = c.to_dict()
+    run.append(typed)
     return True
 
 
-def eval_path(train_dir: Path, point: dict[str, Any]) -> Path | None:
-    """A curve point's eval run dir: `<train_dir>/evals/<its name>` where the trainer writes it (so a moved or
-    copied run reads its own), else as recorded (absolute, or relative to the cwd of training or to the training
-    dir); None when none of them exists."""
-    raw = point.get("eval_dir")
-    if not raw:
-        return None
-    d = Path(raw)
-    for cand in (train_dir / "evals" / d.name, d, train_dir / d):
-        if cand.is_dir():
-            return cand
-    return None
-
-
-def closure_block(base: dict[str, Any], point: dict[str, Any], task: str, train_dir: Path) -> dict[str, Any] | None:
+def closure_block(run: TrainRun, base: CurvePoint, point: CurvePoint, task: str) -> Closure | None:
     """How much of `base`'s gap on `task` the full view of `point` recovered, as curve.jsonl records it:
     `value` = (full_N − full_0) / (crop_0 − full_0) with its paired-bootstrap 95% CI (`ci_low`, `ci_high`) over
     the items both eval dirs scored (`n_items`), beside `gap_reduction` = (gap_0 − gap_N) / gap_0 (fractions;
-    null where undefined). Without both eval dirs' sample files: the point estimate from accuracies, no CI."""
+    None where undefined). Without both eval dirs' sample files: the point estimate from accuracies, no CI."""
     from vopd_bench.stats import closure_estimate, gap_closure, relative_reduction
 
-    try:
-        b, p = base["tasks"][task], point["tasks"][task]
-        f0, c0, f1 = b["views"]["full"]["accuracy"], b["views"]["crop"]["accuracy"], p["views"]["full"]["accuracy"]
-        g0, g1 = b["gap"]["value"], p["gap"]["value"]
-    except (KeyError, TypeError):
+    b, p = base.tasks.get(task), point.tasks.get(task)
+    if b is None or p is None or b.gap is None or p.gap is None or not (
+            {"full", "crop"} <= set(b.views) and "full" in p.views):
         return None
-    out: dict[str, Any] = {"value": closure_estimate(f0, c0, f1), "ci_low": None, "ci_high": None, "n_items": None,
-                           "gap_reduction": relative_reduction(g0, g1), "base_step": base["step"]}
-    d0, d1 = eval_path(train_dir, base), eval_path(train_dir, point)
+    out = Closure(value=closure_estimate(b.views["full"].accuracy, b.views["crop"].accuracy, p.views["full"].accuracy),
+                  gap_reduction=relative_reduction(b.gap.value, p.gap.value), base_step=base.step)
+    d0, d1 = run.eval_dir(base), run.eval_dir(point)
     items = paired_items(d0, d1, task) if d0 is not None and d1 is not None else None
     if items and items[0]:
         value, lo, hi = gap_closure(*items)
-        out.update(value=_clean(value), ci_low=_clean(lo), ci_high=_clean(hi), n_items=len(items[0]))
+        out.value, out.ci_low, out.ci_high, out.n_items = nan_to_none(value), nan_to_none(lo), nan_to_none(hi), len(
+            items[0])
     return out
 
 
@@ -174,25 +170,9 @@ def paired_items(before: Path, after: Path, task: str) -> tuple[list[float], lis
     return flags[0], flags[1], flags[2], groups if len(set(groups)) < len(ids) else None
 
 
-def rewrite_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    """Replace a JSONL file's content atomically (temp file + rename)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, default=str) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def truncate_after(path: Path, step: int) -> None:
-    """Drop lines after `step` (a resumed run retraces them) and duplicate steps, atomically."""
-    if not path.is_file():
-        return
-    raw = read_jsonl(path, repair=True)
-    keep = [r for r in read_curve(path) if r["step"] <= step]
-    if len(keep) != len(raw):
-        rewrite_jsonl(path, keep)
+    """`TrainRun.truncate_after` of `<run>/curve.jsonl`."""
+    TrainRun(path.parent).truncate_after(step)
 
 
 def accuracy_drops(base: dict[str, dict[str, float | None]], now: dict[str, dict[str, float | None]],
@@ -208,25 +188,21 @@ def accuracy_drops(base: dict[str, dict[str, float | None]], now: dict[str, dict
     return out
 
 
-def accuracies(tasks: dict[str, Any]) -> dict[str, dict[str, float | None]]:
-    """task -> view -> accuracy, from a curve point's `tasks` (JSON objects) or the report's parsed blocks
-    (objects with `.views` of `.accuracy`)."""
-    def views(res: Any) -> dict[str, Any]:
-        return res.get("views", {}) if isinstance(res, dict) else res.views
-
-    return {t: {v: s.get("accuracy") if isinstance(s, dict) else s.accuracy for v, s in views(res).items()}
-            for t, res in tasks.items()}
+def accuracies(tasks: dict[str, TaskResult]) -> dict[str, dict[str, float | None]]:
+    """task -> view -> accuracy."""
+    return {t: {v: s.accuracy for v, s in res.views.items()} for t, res in tasks.items()}
 
 
-def collapse_warnings(points: list[dict[str, Any]], point: dict[str, Any], threshold: float) -> list[str]:
+def collapse_warnings(points: list[CurvePoint] | list[dict[str, Any]], point: CurvePoint | dict[str, Any],
+                      threshold: float) -> list[str]:
     """Crop (and holdout full) accuracy drops of more than `threshold` points since step 0."""
-    base = next((p for p in points if p["step"] == 0), None)
-    if base is None or point["step"] == 0:
+    now = _typed(point)
+    base = next((p for p in map(_typed, points) if p.step == 0), None)
+    if base is None or now.step == 0:
         return []
-    return [f"{task}/{view} accuracy fell {then - now:.1f} points below step 0 ({then:.1f} -> {now:.1f}): "
+    return [f"{task}/{view} accuracy fell {then - acc:.1f} points below step 0 ({then:.1f} -> {acc:.1f}): "
             "the teacher may be collapsing (try teacher=frozen, a lower lr, or anchor_weight > 0)"
-            for task, view, then, now in accuracy_drops(accuracies(base.get("tasks", {})),
-                                                        accuracies(point.get("tasks", {})), threshold)]
+            for task, view, then, acc in accuracy_drops(accuracies(base.tasks), accuracies(now.tasks), threshold)]
 
 
 def redraw(curve_path: Path, out_stem: Path) -> list[Path]:

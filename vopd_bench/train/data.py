@@ -17,11 +17,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from vopd_bench.backends.base import Request
 from vopd_bench.errors import UserError
-from vopd_bench.items import ImageError, Item, clean_boxes
+from vopd_bench.items import Item
+from vopd_bench.protocol import render
 from vopd_bench.tasks import TaskSpec, get_task
 from vopd_bench.train.config import OPDConfig
-from vopd_bench.views import NoBoxError, render_view
+from vopd_bench.views import NoBoxError
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,10 @@ class Prompt:
     system: str | None
     options: list[str] | None
     target: str = ""  # the gold response; used only by `objective: supervised`
+
+    def request(self, image: Image.Image) -> Request:
+        """What the eval would send for this prompt shown as `image` (the full image or the crop)."""
+        return Request(key=self.id, images=[image], prompt=self.text, system=self.system)
 
 
 def train_spec(cfg: OPDConfig) -> TaskSpec:
@@ -78,14 +84,15 @@ def load_prompts(cfg: OPDConfig) -> tuple[TaskSpec, list[Item]]:
 
 
 def render_prompt(item: Item, spec: TaskSpec) -> Prompt:
-    """The full and crop views of `item` as the eval renders them, and its prompt text."""
+    """The full and crop views of `item` as the eval renders them (`protocol.render`), and its prompt text."""
     try:
-        im = item.load_image()
-        boxes = clean_boxes(item.boxes, im.width, im.height, f"{spec.name} item {item.id}") if item.boxes else []
-        crop, _ = render_view(replace(item, image=im, boxes=boxes), "crop", spec.crop)
-    except (ImageError, NoBoxError, ValueError) as e:
+        full, crop = render(spec, item, "full"), render(spec, item, "crop")
+    except (NoBoxError, ValueError) as e:
         raise UserError(f"training item {item.id}: {e}") from None
-    return Prompt(item.id, im, crop, spec.prompt.render(item), spec.prompt.system, item.options, gold_response(item))
+    if full.error or crop.error:
+        raise UserError(f"training item {item.id}: {full.error or crop.error}")
+    return Prompt(item.id, full.image, crop.image, spec.prompt.render(item), spec.prompt.system, item.options,
+                  gold_response(item))
 
 
 def gold_response(item: Item) -> str:

@@ -1,4 +1,5 @@
-"""Multi-process helpers (torchrun / accelerate launch set RANK, WORLD_SIZE, LOCAL_RANK).
+"""Collective helpers of the trainer; rank, world size, the barrier and joining the process group come from
+`vopd_bench.runtime` (re-exported here under the trainer's names).
 
 Data parallel (`distributed: ddp`): each rank samples its own prompts; after backward the gradients are
 summed across ranks (the loss is already normalised by the global token count), so every rank takes the
@@ -13,35 +14,13 @@ FSDP). GPU: the same command on N GPUs uses nccl (cuda:LOCAL_RANK). DDP keeps a 
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-
-def rank() -> int:
-    return int(os.environ.get("RANK", 0))
-
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", 1))
-
-
-def local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", 0))
-
-
-def is_main() -> bool:
-    return rank() == 0
-
-
-def init(device: str) -> None:
-    """Join the process group (gloo on CPU, nccl on CUDA) when launched with several processes."""
-    if world_size() > 1 and not dist.is_initialized():
-        if device.startswith("cuda"):
-            torch.cuda.set_device(torch.device(device))
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+from vopd_bench.runtime import barrier, is_main, local_rank, rank, world_size  # noqa: F401 (the trainer's names)
+from vopd_bench.runtime import init_process_group as init  # noqa: F401
 
 
 def _device() -> torch.device:
@@ -49,11 +28,6 @@ def _device() -> torch.device:
     if dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
-
-
-def barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
 
 
 def all_sum(value: float) -> float:

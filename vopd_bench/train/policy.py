@@ -11,22 +11,19 @@ from typing import Any
 
 import torch
 
+from vopd_bench import runtime
 from vopd_bench.errors import UserError
 from vopd_bench.models import resolve_model
 from vopd_bench.train import dist
 from vopd_bench.train.config import OPDConfig
 
 log = logging.getLogger(__name__)
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 ADAPTER_DIR = "adapter"
 
 
 def pick_device(cfg: OPDConfig) -> str:
-    if cfg.device != "auto":
-        return cfg.device
-    if torch.cuda.is_available():
-        return f"cuda:{dist.local_rank()}"
-    return "cpu"
+    """The config's device; `auto`: this rank's GPU (cuda:LOCAL_RANK) where there is one, else the CPU."""
+    return runtime.pick_device(cfg.device)
 
 
 def sharded(cfg: OPDConfig) -> bool:
@@ -40,7 +37,8 @@ def load_base(cfg: OPDConfig, device: str, path: str | None = None) -> Any:
     from transformers import AutoModelForImageTextToText
 
     src = path or resolve_model(cfg.model)
-    dtype = DTYPES.get(cfg.dtype, torch.float32)  # auto: float32 weights (bf16 autocast on CUDA)
+    # the trainer's auto: float32 weights on every device (bf16 autocast on CUDA, see Policy.autocast_dtype)
+    dtype = runtime.torch_dtype(cfg.dtype, device, auto="float32")
     try:
         model = AutoModelForImageTextToText.from_pretrained(
             src, revision=None if path else cfg.revision, dtype=dtype

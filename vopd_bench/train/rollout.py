@@ -20,14 +20,13 @@ from typing import Any
 import torch
 from PIL import Image
 
-from vopd_bench.backends.base import Request
-from vopd_bench.backends.hf import build_messages, processor_images
+from vopd_bench import inputs
+from vopd_bench.inputs import Encoding
 from vopd_bench.scoring import extract_choice
 from vopd_bench.train.data import Prompt
 from vopd_bench.train.policy import Policy
 
 log = logging.getLogger(__name__)
-Encoding = dict[str, Any]
 # Sampling exactly from softmax(logits / T): override any top-k/top-p/penalty in the model's generation_config.
 NEUTRAL_SAMPLING = {
     "top_k": 0,
@@ -56,18 +55,8 @@ class Rollouts:
 
 
 def encode(policy: Policy, images: list[Image.Image], prompts: list[Prompt]) -> Encoding:
-    """Left-padded model inputs (one image per prompt), through the processor's chat template."""
-    proc = policy.processor
-    texts = [
-        proc.apply_chat_template(
-            build_messages(Request(key=p.id, images=[im], prompt=p.text, system=p.system)),
-            add_generation_prompt=True,
-            tokenize=False,
-        )
-        for p, im in zip(prompts, images)
-    ]
-    enc = proc(text=texts, images=processor_images(proc, images), padding=True, return_tensors="pt")
-    return {k: v.to(policy.device) if hasattr(v, "to") else v for k, v in enc.items()}
+    """The eval's model inputs (`inputs.encode`) for each prompt shown as its image, on the policy's device."""
+    return inputs.encode(policy.processor, [p.request(im) for p, im in zip(prompts, images)], device=policy.device)
 
 
 def repeat_encoding(enc: Encoding, n: int) -> Encoding:
@@ -77,8 +66,7 @@ def repeat_encoding(enc: Encoding, n: int) -> Encoding:
     out: Encoding = {}
     for k, v in enc.items():
         if k == "pixel_values":
-            sizes = enc["image_grid_thw"].prod(-1).tolist()
-            out[k] = torch.cat([chunk for chunk in v.split(sizes) for _ in range(n)])
+            out[k] = torch.cat([chunk for chunk in inputs.image_chunks(enc) for _ in range(n)])
         elif torch.is_tensor(v):
             out[k] = v.repeat_interleave(n, dim=0)
         else:
@@ -146,7 +134,7 @@ def gold_rollouts(policy: Policy, prompts: list[Prompt]) -> Rollouts:
     """The prompts' gold responses (+ EOS) as one "rollout" each, for the label-supervised diagnostic."""
     tok = policy.processor.tokenizer
     eos = eos_ids(policy)[0]
-    seqs = [tok(p.target, add_special_tokens=False)["input_ids"] + [eos] for p in prompts]
+    seqs = [inputs.completion_ids(tok, p.target, eos) for p in prompts]
     width = max(len(s) for s in seqs)
     tokens = torch.full((len(seqs), width), pad_id(policy), dtype=torch.long)
     mask = torch.zeros_like(tokens)
@@ -173,14 +161,14 @@ def row_inputs(scorer: Any, enc: Encoding, n: int, rows: range) -> Encoding:
     """Model inputs for rollout rows `rows` (row r belongs to prompt r // n of the unrepeated `enc`),
     left padding trimmed; image features computed here (under the caller's grad mode) once per prompt."""
     idx = torch.tensor([r // n for r in rows])
-    out: Encoding = {k: enc[k][idx] for k in ("input_ids", "attention_mask", "mm_token_type_ids") if k in enc}
+    out: Encoding = {k: enc[k][idx] for k in ("input_ids", "attention_mask", *inputs.TOKEN_TYPE_KEYS) if k in enc}
     keep = int(out["attention_mask"].sum(1).max())
     out = {k: v[:, -keep:] for k, v in out.items()}
-    grid = enc["image_grid_thw"]
-    sizes = grid.prod(-1).tolist()
-    chunks = enc["pixel_values"].split(sizes)
+    chunks = inputs.image_chunks(enc)
     uniq = sorted(set(idx.tolist()))
-    out["image_grid_thw"] = grid[idx]
+    for k in inputs.per_image_keys(enc):  # one image per prompt: image i is prompt i's
+        out[k] = enc[k][idx]
+    grid = enc["image_grid_thw"]
     if not shares_image_features(scorer.model):
         out["pixel_values"] = torch.cat([chunks[i] for i in idx.tolist()])
         return out
@@ -195,16 +183,11 @@ def row_inputs(scorer: Any, enc: Encoding, n: int, rows: range) -> Encoding:
     return out
 
 
-def completion_logits(scorer: Any, inputs: Encoding, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Logits (B, C, V) predicting each response token given the left-padded prompt `inputs`
+def completion_logits(scorer: Any, prompt: Encoding, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Logits (B, C, V) predicting each response token given the left-padded `prompt` inputs
     (from `row_inputs`, or an encoding with pixel values); `scorer` has `forward` (Policy or teacher)."""
     c = tokens.shape[1]
-    ids = torch.cat([inputs["input_ids"], tokens], 1)
-    am = torch.cat([inputs["attention_mask"], mask.to(inputs["attention_mask"].dtype)], 1)
-    extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
-    if "mm_token_type_ids" in inputs:
-        extra["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(tokens)], 1)
-    out = scorer.forward(input_ids=ids, attention_mask=am, logits_to_keep=c + 1, **extra)
+    out = scorer.forward(**inputs.append_completion(prompt, tokens, mask), logits_to_keep=c + 1)
     return out.logits[:, :c]
 
 

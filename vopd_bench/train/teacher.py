@@ -7,7 +7,9 @@
   same model with the adapter disabled (`with model.disable_adapter():`).
 - `live`: the current student weights, stop-gradient.
 
-`InitialPolicy` (= a frozen teacher) is also the reference of the optional anchor KL.
+Each kind is a `Teacher` subclass registered under its name (`@register_teacher`); `TEACHERS` is the list
+the config's `teacher:` choices come from, and a new kind is one class + a test. The frozen teacher is also
+the reference of the optional anchor term (`vopd_bench.train.objectives.Anchor`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -49,17 +51,27 @@ class _ShadowPolicy:
             return self.model(**inputs)
 
 
+TEACHERS: dict[str, type[Teacher]] = {}
+
+
+def register_teacher(cls: type[Teacher]) -> type[Teacher]:
+    """Class decorator: make `cls` a value of the config's `teacher:` (under `cls.name`)."""
+    TEACHERS[cls.name] = cls
+    return cls
+
+
 class Teacher:
     """Scores response tokens under some weights; `scoring()` puts those weights in place.
 
     A teacher with its own model (`shadow`) scores with it; otherwise the policy's own model scores, in
     eval mode, inside `weights()` -- the hook a subclass overrides to swap its weights in (and back).
+    Subclasses are built as `cls(policy, cfg)`.
     """
 
-    kind = "base"
+    name: ClassVar[str] = "base"
     shadow: _ShadowPolicy | None = None
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, cfg: OPDConfig) -> None:
         self.policy = policy
 
     @contextlib.contextmanager
@@ -92,32 +104,35 @@ class Teacher:
         return None
 
 
+@register_teacher
 class LiveTeacher(Teacher):
     """The current student weights, stop-gradient."""
 
-    kind = "live"
+    name = "live"
 
 
+@register_teacher
 class FrozenTeacher(Teacher):
     """The initial policy: base model with the adapter off (LoRA), or a second copy of the base weights."""
 
-    kind = "frozen"
+    name = "frozen"
 
     def __init__(self, policy: Policy, cfg: OPDConfig) -> None:
-        super().__init__(policy)
+        super().__init__(policy, cfg)
         self.shadow = None if policy.lora else _ShadowPolicy(policy, second_copy(cfg, policy))
 
     def weights(self) -> contextlib.AbstractContextManager:
         return self.policy.adapter_disabled()  # LoRA: the base model
 
 
+@register_teacher
 class EmaTeacher(Teacher):
     """Exponential moving average of the student's trainable weights."""
 
-    kind = "ema"
+    name = "ema"
 
     def __init__(self, policy: Policy, cfg: OPDConfig) -> None:
-        super().__init__(policy)
+        super().__init__(policy, cfg)
         self.rate = cfg.ema_rate
         self.names = [n for n, p in policy.model.named_parameters() if p.requires_grad]
         params = dict(policy.model.named_parameters())
@@ -183,20 +198,11 @@ def second_copy(cfg: OPDConfig, policy: Policy) -> Any:
     return shard(cfg, model, policy.device, trained=False) if policy.sharded else model
 
 
-def make_teacher(kind: str, policy: Policy, cfg: OPDConfig) -> Teacher:
-    if kind == "ema":
-        return EmaTeacher(policy, cfg)
-    if kind == "frozen":
-        return FrozenTeacher(policy, cfg)
-    if kind == "live":
-        return LiveTeacher(policy)
-    raise ValueError(f"unknown teacher kind {kind!r}")
+def make_teacher(name: str, policy: Policy, cfg: OPDConfig) -> Teacher:
+    """The registered teacher `name` (the config has checked it is one)."""
+    return TEACHERS[name](policy, cfg)
 
 
-def make_reference(teacher: Teacher, policy: Policy, cfg: OPDConfig) -> Teacher | None:
-    """The initial policy for the anchor KL (the frozen teacher itself when there is one)."""
-    if cfg.anchor_weight <= 0:
-        return None
-    if isinstance(teacher, FrozenTeacher):
-        return teacher
-    return FrozenTeacher(policy, cfg)
+def initial_policy(teacher: Teacher, policy: Policy, cfg: OPDConfig) -> Teacher:
+    """The initial policy as a scorer: the frozen teacher itself when that is the teacher, else a new one."""
+    return teacher if isinstance(teacher, FrozenTeacher) else FrozenTeacher(policy, cfg)

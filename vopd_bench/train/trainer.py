@@ -1,10 +1,10 @@
 """The Vision-OPD training loop (on-policy self-distillation from the crop view).
 
 Per step, on every rank: take this rank's prompts; sample n responses per prompt from the student on
-the full image; score the same tokens with the teacher on the crop view (no grad); loss = generalized
-JSD(β) per response token (+ optional anchor KL(initial ‖ student) on the crop inputs), normalised by
-the global response-token count; backward in micro-batches; sum gradients over ranks; clip; AdamW;
-update the teacher. Every `eval_every` steps (and at step 0 = the base model, and at the end): an
+the full image; in micro-batches, the active objectives (`objectives.py`: generalized JSD(β) against
+the teacher on the crop view, + the optional anchor KL(initial ‖ student) on the crop inputs) score the
+same tokens, each normalised by the global response-token count, and one backward takes their sum; sum
+gradients over ranks; clip; AdamW; update the teacher. Every `eval_every` steps (and at step 0 = the base model, and at the end): an
 atomic checkpoint, a harness evaluation, one `curve.jsonl` line and a redrawn gap curve (rank 0 writes).
 Labels are never used for training; the one exception is the diagnostic `objective: supervised`
 (cross-entropy on the gold answers of the same full-image prompts, same budget): the label-supervised
@@ -14,7 +14,6 @@ ceiling a distillation run is judged against.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import time
@@ -30,32 +29,28 @@ from tqdm.auto import tqdm
 from vopd_bench import __version__
 from vopd_bench.errors import UserError
 from vopd_bench.models import resolve_model
-from vopd_bench.rundir import append_jsonl, atomic_write_json, read_jsonl
+from vopd_bench.runtime import (
+    append_jsonl,
+    atomic_write_jsonl,
+    package_versions,
+    read_jsonl,
+)
+from vopd_bench.schema import TrainRunConfig
 from vopd_bench.train import checkpoint, dist, fsdp
 from vopd_bench.train.config import RESUMABLE_CHANGES, OPDConfig, default_out
 from vopd_bench.train.curve import (
     append_point,
     collapse_warnings,
-    read_curve,
     redraw,
-    rewrite_jsonl,
     score_checkpoint,
     truncate_after,
 )
 from vopd_bench.train.data import Prompt, load_prompts, render_prompt, step_indices
-from vopd_bench.train.loss import generalized_jsd, mean_entropy, token_cross_entropy
+from vopd_bench.train.objectives import MicroBatch, build_objectives, objective_class
 from vopd_bench.train.policy import Policy, pick_device
-from vopd_bench.train.rollout import (
-    Encoding,
-    Rollouts,
-    answer_entropy,
-    completion_logits,
-    encode,
-    gold_rollouts,
-    row_inputs,
-    sample_hf,
-)
-from vopd_bench.train.teacher import make_reference, make_teacher
+from vopd_bench.train.rollout import Rollouts, answer_entropy, encode, gold_rollouts, sample_hf
+from vopd_bench.train.rundir import TrainRun
+from vopd_bench.train.teacher import make_teacher
 
 log = logging.getLogger(__name__)
 TRAIN_LOG = "train_log.jsonl"
@@ -116,14 +111,15 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # a new LoRA adapter's initialisation: reproducible, the same on every rank
         self.policy = Policy(cfg, self.device, resume_from=resume)
         self.vllm = None
-        if cfg.rollout_backend == "vllm" and cfg.objective == "distill":
+        if cfg.rollout_backend == "vllm" and objective_class(cfg.objective).on_policy:
             from vopd_bench.train.vllm_rollout import VLLMSampler
 
             self.vllm = VLLMSampler(self.policy, resolve_model(cfg.model), cfg.max_pixels, cfg.vllm_args)
             if resume is not None:
                 self.vllm.sync(self.policy)
         self.teacher = make_teacher(cfg.teacher, self.policy, cfg)
-        self.reference = make_reference(self.teacher, self.policy, cfg)
+        self.objectives = build_objectives(cfg, self.teacher)
+        self.token_means = tuple(dict.fromkeys(k for o in self.objectives for k in o.token_means))
         self.optimizer = torch.optim.AdamW(
             self.policy.trainable, lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay
         )
@@ -140,50 +136,44 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------ run record
-    def _config_record(self) -> dict[str, Any]:
-        from vopd_bench.evaluate import package_versions
-
-        return {
-            "kind": "train",
-            "vopd_bench": __version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "model": self.cfg.model,
-            "model_path": resolve_model(self.cfg.model),
-            "seed": self.cfg.seed,
-            "world_size": self.world,
-            "train_task": {
+    def _config_record(self) -> TrainRunConfig:
+        return TrainRunConfig(
+            vopd_bench=__version__,
+            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            model=self.cfg.model,
+            model_path=resolve_model(self.cfg.model),
+            seed=self.cfg.seed,
+            world_size=self.world,
+            train_task={
                 "name": self.spec.name,
                 "n_prompts": len(self.items),
                 "crop": self.spec.crop.to_dict(),
                 "prompt_hash": self.spec.prompt.hash(),
                 "options": self.spec.options,
             },
-            "config": self.cfg.to_dict(),
-            "versions": package_versions(),
-        }
+            config=self.cfg.to_dict(),
+            versions=package_versions(),
+        )
 
     def _write_config(self) -> None:
-        path = self.out / "config.json"
-        rec = self._config_record()
-        if path.is_file():
-            try:
-                prev = json.loads(path.read_text())
-            except json.JSONDecodeError:
-                prev = {}
-            old = prev.get("config", {})
-            rec["created"] = prev.get("created", rec["created"])
-            rec["resumed"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        run, rec = TrainRun(self.out), self._config_record()
+        try:
+            prev = run.read_config()
+        except UserError:  # an unreadable record of a run that never trained: written anew
+            prev = None
+        if prev is not None:
+            rec.created, rec.resumed = prev.created or rec.created, time.strftime("%Y-%m-%dT%H:%M:%S%z")
             diff = [
-                f"{k}: {old.get(k)!r} -> {v!r}"
-                for k, v in rec["config"].items()
-                if k not in RESUMABLE_CHANGES and k in old and old.get(k) != v
+                f"{k}: {prev.config.get(k)!r} -> {v!r}"
+                for k, v in rec.config.items()
+                if k not in RESUMABLE_CHANGES and k in prev.config and prev.config.get(k) != v
             ]
             if diff:
                 raise UserError(
                     f"{self.out} holds a training run with another configuration ({'; '.join(diff[:3])}); "
                     "use another --out (or delete that folder)"
                 )
-        atomic_write_json(path, rec)
+        run.write_config(rec)
 
     # ------------------------------------------------------------------ checkpoints
     def _load(self, folder: Path) -> None:
@@ -231,7 +221,7 @@ class Trainer:
             crop = encode(policy, [p.crop for p in prompts], prompts)
         torch.manual_seed(step_seed(cfg.seed, step, self.rank))
         with timer("rollout"):
-            if cfg.objective == "supervised":
+            if not self.objectives[0].on_policy:
                 ro = gold_rollouts(policy, prompts)
             elif self.vllm is not None:
                 ro = self.vllm.sample(prompts, cfg.rollouts_per_prompt, cfg.max_new_tokens, cfg.temperature,
@@ -241,14 +231,15 @@ class Trainer:
                 ro = sample_hf(policy, full, cfg.rollouts_per_prompt, cfg.max_new_tokens, cfg.temperature,
                                synced=policy.sharded)
         global_tokens = dist.all_sum(ro.num_tokens)
-        sums: dict[str, float] = defaultdict(float)
+        sums: dict[str, float] = {}
         policy.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         n_rows = ro.tokens.shape[0]
         for start in range(0, n_rows, cfg.micro_batch_size):
             rows = range(start, min(start + cfg.micro_batch_size, n_rows))
-            self._micro_step(full, crop, ro.n, rows, ro.tokens[start : rows.stop], ro.mask[start : rows.stop],
-                             global_tokens, sums, timer)
+            batch = MicroBatch(policy, full, crop, ro.n, rows, ro.tokens[start : rows.stop],
+                               ro.mask[start : rows.stop], global_tokens, timer)
+            self._micro_step(batch, sums)
         lr = self.optimizer.param_groups[0]["lr"]
         with timer("optimizer"):
             if not policy.sharded:  # FSDP has already reduce-scattered (summed) the gradients
@@ -264,52 +255,20 @@ class Trainer:
                 self.vllm.sync(policy)
         return self._step_stats(step, sums, ro, prompts, global_tokens, float(grad_norm), lr, timer)
 
-    def _micro_step(
-        self,
-        full: Encoding,
-        crop: Encoding,
-        n: int,
-        rows: range,
-        tokens: torch.Tensor,
-        mask: torch.Tensor,
-        global_tokens: float,
-        sums: dict[str, float],
-        timer: Timer,
-    ) -> None:
-        """Teacher (and reference) scores on the crop, student scores on the full image, loss, backward.
-        With `objective: supervised` the tokens are the gold answers and the loss is their cross-entropy."""
-        cfg, policy = self.cfg, self.policy
-        n_tok = float(mask.sum())
-        t_logits = None
-        if cfg.objective == "distill":
-            with timer("teacher_forward"), self.teacher.scoring() as tp:
-                t_logits = completion_logits(tp, row_inputs(tp, crop, n, rows), tokens, mask)
-        r_logits = None
-        if self.reference is not None:
-            if self.reference is self.teacher and t_logits is not None:
-                r_logits = t_logits
-            else:
-                with timer("reference_forward"), self.reference.scoring() as rp:
-                    r_logits = completion_logits(rp, row_inputs(rp, crop, n, rows), tokens, mask)
-        with timer("student_forward_backward"):
-            s_logits = completion_logits(policy, row_inputs(policy, full, n, rows), tokens, mask)
-            kw = {"temperature": cfg.loss_temperature, "top_k": cfg.top_k, "num_tokens": global_tokens}
-            if t_logits is None:
-                main = token_cross_entropy(s_logits, tokens, mask, cfg.loss_temperature, global_tokens)
-            else:
-                main = generalized_jsd(s_logits, t_logits, mask, beta=cfg.beta, **kw)
-            loss = main
-            if r_logits is not None:
-                sc_logits = completion_logits(policy, row_inputs(policy, crop, n, rows), tokens, mask)
-                anchor = generalized_jsd(sc_logits, r_logits, mask, beta=0.0, **kw)
-                loss = loss + cfg.anchor_weight * anchor
-                sums["anchor"] += float(anchor.detach())
+    def _micro_step(self, batch: MicroBatch, sums: dict[str, float]) -> None:
+        """The objectives' teacher scores (no grad), then their losses on the student, summed; backward.
+        Adds the loss and the objectives' metrics to `sums`."""
+        for objective in self.objectives:
+            objective.prepare(batch)
+        with batch.timer("student_forward_backward"):
+            loss, metrics = None, {}
+            for objective in self.objectives:
+                term, m = objective.loss(batch)
+                loss = term if loss is None else loss + term
+                metrics.update(m)
             loss.backward()
-        sums["jsd"] += float(main.detach())  # the cross-entropy, for objective: supervised
-        sums["loss"] += float(loss.detach())
-        if t_logits is not None:
-            sums["teacher_entropy"] += mean_entropy(t_logits, mask) * n_tok
-        sums["student_entropy"] += mean_entropy(s_logits.detach(), mask) * n_tok
+        for k, v in {"loss": float(loss.detach()), **metrics}.items():
+            sums[k] = sums.get(k, 0.0) + v
 
     def _step_stats(
         self,
@@ -322,19 +281,15 @@ class Trainer:
         lr: float,
         timer: Timer,
     ) -> dict[str, Any]:
-        """The step's record for train_log.jsonl: losses and entropies summed over ranks, times of rank 0."""
+        """The step's record for train_log.jsonl: the loss and the objectives' metrics summed over ranks (the
+        losses first, then the token means), times of rank 0."""
         ans = answer_entropy(ro, [p.options for p in prompts])
-        local = {
-            "loss": sums["loss"],
-            "jsd": sums["jsd"],
-            "anchor": sums["anchor"],
-            "teacher_entropy": sums["teacher_entropy"] / max(global_tokens, 1.0),
-            "student_entropy": sums["student_entropy"] / max(global_tokens, 1.0),
-        }
+        order = [k for k in sums if k not in self.token_means] + [k for k in sums if k in self.token_means]
+        local = {k: sums[k] / max(global_tokens, 1.0) if k in self.token_means else sums[k] for k in order}
         tot = {k: dist.all_sum(v) for k, v in local.items()}
         answer_ents = [a for a in dist.gather_objects(ans) if a is not None]
         rec: dict[str, Any] = {"step": step + 1}
-        rec.update({k: round(v, 6) for k, v in tot.items() if k != "anchor" or self.reference is not None})
+        rec.update({k: round(v, 6) for k, v in tot.items()})
         rec["answer_entropy"] = round(float(np.mean(answer_ents)), 6) if answer_ents else None
         rec["response_tokens"] = round(global_tokens / (len(prompts) * ro.n * self.world), 2)
         rec["lr"] = lr
@@ -349,7 +304,8 @@ class Trainer:
         """Score the current weights (recorded as `last_checkpoint`) and add the curve point (rank 0)."""
         rng = checkpoint.rng_state()  # scoring must not shift the training's random stream
         t0 = time.perf_counter()
-        eval_dir = self.out / "evals" / f"step-{self.step}"
+        run = TrainRun(self.out)
+        eval_dir = run.step_dir(self.step)
         tasks = score_checkpoint(self.cfg, self.policy, self.last_checkpoint, eval_dir)
         checkpoint.set_rng_state(rng)
         self.policy.model.train()
@@ -361,10 +317,11 @@ class Trainer:
                 "checkpoint": self.last_checkpoint,
                 "eval_dir": str(eval_dir),
                 "tasks": tasks,
+                "roles": tasks.roles,
                 "train": self._train_block(),
                 "eval_s": round(time.perf_counter() - t0, 2),
             }
-            warnings = collapse_warnings(read_curve(curve_path), point, self.cfg.collapse_warn_points)
+            warnings = collapse_warnings(run.curve(), point, self.cfg.collapse_warn_points)
             for w in warnings:
                 log.warning("COLLAPSE WARNING at step %d: %s", self.step, w)
             if warnings:
@@ -377,15 +334,13 @@ class Trainer:
 
     def _train_block(self) -> dict[str, Any]:
         """Mean training statistics since the previous curve point (read back from train_log.jsonl)."""
-        points = read_curve(self.out / CURVE)
-        prev = max((p["step"] for p in points if p["step"] < self.step), default=0)
+        prev = max((p.step for p in TrainRun(self.out).curve() if p.step < self.step), default=0)
         recs = [r for r in read_jsonl(self.out / TRAIN_LOG) if prev < r["step"] <= self.step]
         if not recs:
             return {}
         out: dict[str, Any] = {"steps": len(recs)}
-        for k in ("loss", "jsd", "anchor", "teacher_entropy", "student_entropy", "answer_entropy",
-                  "response_tokens", "grad_norm"):
-            vals = [r[k] for r in recs if r.get(k) is not None]
+        for k in dict.fromkeys(k for r in recs for k in r if k not in _NOT_AVERAGED):
+            vals = [r[k] for r in recs if _is_number(r.get(k))]
             if vals:
                 out[k] = round(float(np.mean(vals)), 6)
         out["lr"] = recs[-1]["lr"]
@@ -399,7 +354,7 @@ class Trainer:
             truncate_after(curve_path, self.step)
             _truncate_log(self.out / TRAIN_LOG, self.step)
         dist.barrier()
-        if all(p["step"] != self.step for p in read_curve(curve_path)):
+        if all(p.step != self.step for p in TrainRun(self.out).curve()):
             self.evaluate()
         bar = tqdm(total=cfg.steps, initial=self.step, desc="vision-opd", unit="step", dynamic_ncols=True,
                    disable=not cfg.progress or not dist.is_main())
@@ -409,8 +364,7 @@ class Trainer:
             if dist.is_main():
                 append_jsonl(self.out / TRAIN_LOG, [rec])
             bar.update(1)
-            bar.set_postfix(loss=f"{rec['loss']:.4f}", H_t=f"{rec['teacher_entropy']:.2f}",
-                            H_s=f"{rec['student_entropy']:.2f}")
+            bar.set_postfix({k: f"{rec[k]:.4f}" for k in ("loss", *self.token_means) if k in rec})
             if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
                 self.save_checkpoint()
                 self.evaluate()
@@ -418,12 +372,19 @@ class Trainer:
         return self.out
 
 
+_NOT_AVERAGED = ("step", "lr", "time", "example", "prompt_ids")  # train_log keys a curve point does not average
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _truncate_log(path: Path, step: int) -> None:
     """Drop per-step records after `step` (a resumed run redoes those steps) and duplicates."""
     recs = read_jsonl(path, repair=True)
     keep = {r["step"]: r for r in recs if r["step"] <= step}
     if len(keep) != len(recs):
-        rewrite_jsonl(path, [keep[s] for s in sorted(keep)])
+        atomic_write_jsonl(path, [keep[s] for s in sorted(keep)])
 
 
 def _check_tasks(cfg: OPDConfig) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from vopd_bench.backends.base import BackendConfig, Request
+from vopd_bench.backends.base import BackendConfig
 from vopd_bench.errors import UserError
 from vopd_bench.train.data import Prompt
 from vopd_bench.train.policy import Policy
@@ -72,8 +72,7 @@ class VLLMSampler:
         """n responses per prompt (prompt-major rows), as token ids + response mask."""
         from vllm import SamplingParams
 
-        reqs = [self.backend.prompt(Request(key=p.id, images=[p.full], prompt=p.text, system=p.system))
-                for p in prompts]
+        reqs = [self.backend.prompt(p.request(p.full)) for p in prompts]
         sp = SamplingParams(n=n, temperature=temperature, top_p=1.0, top_k=0, min_p=0.0, repetition_penalty=1.0,
                             max_tokens=max_new_tokens, seed=seed, allowed_token_ids=self.allowed,
                             skip_special_tokens=True)

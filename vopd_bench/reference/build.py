@@ -1,16 +1,15 @@
-"""Build a tiny Qwen2.5-VL model from a config, entirely offline.
+"""Build the tiny Qwen2.5-VL (tokenizer, config, processor, random weights) from a config, entirely offline.
 
 The result is a folder that `AutoModelForImageTextToText.from_pretrained(dir)` and
 `AutoProcessor.from_pretrained(dir)` load exactly like a Hub checkpoint: a real Qwen2.5-VL
 architecture (vision tower + M-RoPE text decoder), a byte-level BPE tokenizer trained in memory on
 the task's own prompt/answer vocabulary and wrapped as `Qwen2Tokenizer` with Qwen's special tokens,
 and a real `Qwen2_5_VLProcessor` (image processor, tokenizer, video processor, Qwen chat template).
-The weights are random: `vopd_bench.reference` trains them.
+The weights are random: `vopd_bench.reference.pretrain` trains them.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from collections.abc import Iterable
@@ -220,14 +219,12 @@ def build(cfg: TinyConfig, corpus: Iterable[str]) -> tuple[Any, Any]:
     return model, processor
 
 
-def save(model: Any, processor: Any, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
+def save(model: Any, processor: Any, out_dir: str | Path) -> Path:
     """Save model (safetensors) and processor so that the Auto* classes load the folder."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    if extra is not None:
-        (out / "vopd_tiny.json").write_text(json.dumps(extra, indent=2) + "\n")
     return out
 
 
@@ -241,4 +238,5 @@ def load(path: str | Path) -> tuple[Any, Any]:
 
 
 def num_parameters(model: Any) -> int:
+    """Total parameter count of `model`."""
     return sum(p.numel() for p in model.parameters())
