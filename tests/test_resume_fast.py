@@ -81,3 +81,18 @@ def test_anything_that_changes_records_takes_the_ordinary_path(tiny_model, fx, t
     assert FINISHED not in rerun()
     assert len(records(out, "fx", "full")) == 8
     assert FINISHED not in rerun("--overwrite")
+
+
+def test_results_digest_survives_the_file(tmp_path):
+    """An empty view's NaN accuracy is null once results.json is read back: the finished-run check must still match."""
+    from vopd_bench.resume import _digest
+    from vopd_bench.rundir import RunDir
+    from vopd_bench.schema import Results, TaskResult, ViewStats
+
+    res = Results(tasks={"t": TaskResult(views={"full": ViewStats(n=3, accuracy=0.5, ci_low=0.1, ci_high=0.9,
+                                                                  parse_failures=0),
+                                                "crop": ViewStats(n=0, accuracy=float("nan"), ci_low=float("nan"),
+                                                                  ci_high=float("nan"), parse_failures=0)})})
+    run = RunDir(tmp_path)
+    run.write_results(res)
+    assert _digest(run.read_results(), ["t"]) == _digest(res, ["t"])

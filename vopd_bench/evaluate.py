@@ -34,7 +34,7 @@ from vopd_bench.protocol import Rendered, gen_kwargs, has_region, load_spec, mak
 from vopd_bench.results import build_results, task_result
 from vopd_bench.resume import finished_results, invocation_key, remember
 from vopd_bench.rundir import RunDir
-from vopd_bench.runtime import barrier, package_versions, rank, world_size
+from vopd_bench.runtime import barrier, local_world_size, package_versions, rank, world_size
 from vopd_bench.schema import Results, RunConfig, SampleRecord, TaskResult
 from vopd_bench.tasks import TaskSpec
 from vopd_bench.views import NoBoxError, view_names
@@ -111,7 +111,7 @@ def spare_core() -> bool:
     import torch
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return cores > int(os.environ.get("LOCAL_WORLD_SIZE", "1")) * torch.get_num_threads()
+    return cores > local_world_size() * torch.get_num_threads()
 
 
 def load_box_file(path: str) -> dict[str, list[list[float]]]:

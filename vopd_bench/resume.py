@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 from pathlib import Path
@@ -85,7 +86,7 @@ def invocation_key(cfg: EvalConfig) -> str | None:
 
     b = cfg.backend
     try:
-        model = model_signature(b.backend, b.model, b.revision, b.to_dict().get("base_url"))
+        model = model_signature(b.backend, b.model, b.revision, getattr(b.options, "base_url", None))
         if model is None:
             return None
         tasks = []
@@ -139,7 +140,16 @@ def remember(results: Results, old: Results | None, key: str | None, run: RunDir
 def _digest(results: Results, tasks: Any) -> str:
     """Hash of the named tasks' blocks as results.json holds them."""
     blocks = {t: results.tasks[t].to_dict() if t in results.tasks else None for t in tasks}
-    return hashlib.sha256(json.dumps(blocks, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(_nan_to_null(blocks), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _nan_to_null(x: Any) -> Any:
+    """NaN (an empty view, in memory) is null once read back from results.json: hash both alike."""
+    if isinstance(x, dict):
+        return {k: _nan_to_null(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_nan_to_null(v) for v in x]
+    return None if isinstance(x, float) and math.isnan(x) else x
 
 
 def finished_results(cfg: EvalConfig) -> tuple[Results, list[str]] | None:

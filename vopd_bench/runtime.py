@@ -74,7 +74,7 @@ def barrier() -> None:
 def cuda_available() -> bool:
     """The device query: whether torch sees a CUDA (or ROCm) device. Without a GPU driver on the machine it
     answers False without importing torch."""
-    if not any(Path(p).exists() for p in ("/proc/driver/nvidia/gpus", "/dev/nvidia0", "/dev/kfd")):
+    if not any(Path(p).exists() for p in ("/proc/driver/nvidia/gpus", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")):
         return False
     import torch
 
@@ -85,7 +85,9 @@ def pick_device(requested: str = "auto") -> str:
     """`auto`: this rank's GPU (cuda:LOCAL_RANK) where there is one, else the CPU; anything else as given."""
     if requested != "auto":
         return requested
-    return f"cuda:{local_rank()}" if cuda_available() else "cpu"
+    import torch  # the model is about to be loaded: ask torch itself
+
+    return f"cuda:{local_rank()}" if torch.cuda.is_available() else "cpu"
 
 
 def check_dtype(name: str, allowed: Iterable[str] = DTYPE_NAMES) -> str:

@@ -22,7 +22,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 from vopd_bench.errors import UserError
 
@@ -33,8 +33,6 @@ T = TypeVar("T", bound="Record")
 @dataclass
 class Record:
     """Base: dict round trip with a version and the unknown keys kept aside."""
-
-    KEEP_NONE: ClassVar[bool] = True  # write fields whose value is None (records are read by people and pandas)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -111,7 +109,7 @@ class ViewStats(Record):
     accuracy: float | None = None
     ci_low: float | None = None
     ci_high: float | None = None
-    parse_failures: int = 0
+    parse_failures: int | None = None  # None: not recorded (curve.jsonl lines, files of early releases)
     parse_failure_rate: float | None = None
     errors: int = 0
     skipped_no_box: int = 0
@@ -280,11 +278,7 @@ def check_tasks(d: Any, where: str, path: Path) -> dict[str, Any]:
     return {str(name): _block(t, f"{where}.{name}", path, top=True) for name, t in tasks.items()}
 
 
-def parse_tasks(d: Any, where: str, path: Path) -> dict[str, TaskResult]:
-    return {t: TaskResult.from_dict(b) for t, b in check_tasks(d, where, path).items()}
-
-
-_VIEW = {"n": (True, False), "ci_low": (False, False), "ci_high": (False, False), "parse_failures": (True, False)}
+_VIEW = {"n": (True, True), "ci_low": (False, False), "ci_high": (False, False), "parse_failures": (True, False)}
 _GAP = {"value": (False, False), "ci_low": (False, False), "ci_high": (False, False), "p_value": (False, False),
         "n_pairs": (True, False)}
 _CLOSURE = {"value": (False, False), "ci_low": (False, False), "ci_high": (False, False),

@@ -57,7 +57,7 @@ def _cells(block: TaskResult, views: list[str]) -> list[str]:
     g = block.gap
     gap = "–" if g is None or g.value is None else f"{g.value:+.1f} [{g.ci_low:+.1f}, {g.ci_high:+.1f}]"
     n = max(s.n for s in block.views.values())
-    pf = sum(s.parse_failures for s in block.views.values())
+    pf = sum(s.parse_failures or 0 for s in block.views.values())
     err = sum(s.errors for s in block.views.values())
     return [str(n), *cells, gap, _p(None if g is None else g.p_value), str(pf), str(err)]
 

@@ -2,7 +2,7 @@
 
 Each sample line carries lmms-eval's `doc_id` and, as the value of the `vopd_accuracy` metric, the
 record our own eval would have written (computed inside lmms-eval by `vopd_bench.lmms.bridge`).
-Views are paired by item id; results.json comes from `results.task_results`/`build_results`, so
+Views are paired by item id; results.json comes from `results.task_result`/`build_results`, so
 `vopd-bench report` reads the run like any `vopd-bench eval` run. Logs of earlier releases (records without
 `version` or `n_options`) import the same.
 """

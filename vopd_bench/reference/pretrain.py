@@ -28,6 +28,7 @@ from vopd_bench.reference.build import TinyConfig, build, num_parameters, save
 from vopd_bench.reference.data import HOLDOUT_TASK, TASK, Example, TaskData, tokenizer_corpus
 from vopd_bench.reference.encode import encode_training
 from vopd_bench.reference.measure import evaluate_views
+from vopd_bench.runtime import append_jsonl
 from vopd_bench.tasks import TaskSpec, get_task
 
 log = logging.getLogger(__name__)
@@ -148,8 +149,7 @@ def train_loop(
         records.append(rec)
         log.info("pretrain %s", json.dumps(rec))
         if log_path is not None:
-            with log_path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(rec) + "\n")
+            append_jsonl(log_path, [rec])
 
     record(0)
     bar = tqdm(range(cfg.steps), desc="pretrain", unit="step", dynamic_ncols=True)

@@ -126,7 +126,7 @@ def trained_label(name: str, step: int, objective: str | None = None) -> str:
 def checkpoint_folder(config: RunConfig) -> Path | None:
     """The training checkpoint folder an eval run scored (its backend's model path holds a checkpoint.json);
     None when the model is not one (or its folder is gone)."""
-    backend = config.backend
+    backend = config.backend or {}
     for model in dict.fromkeys(str(m) for m in (backend.get("model_path"), backend.get("model")) if m):
         if (Path(model) / "checkpoint.json").is_file():
             return Path(model)
@@ -199,7 +199,8 @@ def load_training_run(path: Path, label: str | None = None) -> TrainingRun:
     run = TrainRun(path)
     config = run.read_config()
     if config is None:
-        raise UserError(f"{run.config_path}: not a training run's config (kind \"train\")")
+        raise UserError(f"{run.config_path}: " + ("not found" if not run.config_path.is_file()
+                                                   else "not a training run's config (kind \"train\")"))
     curve = scored_curve(run)
     base = str(config.model or path.name)
     name = label or basename(base)

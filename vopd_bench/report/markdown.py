@@ -75,6 +75,8 @@ def protocol_line(models: list[ModelResult]) -> str:
     for m in configured:  # read from results.json (curve.jsonl records no parse-failure count)
         for t in m.tasks.values():
             for v, s in t.views.items():
+                if s.parse_failures is None:
+                    continue
                 acc = pf.setdefault(v, [0, 0])
                 acc[0] += s.parse_failures
                 acc[1] += s.n

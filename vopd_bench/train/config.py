@@ -208,7 +208,7 @@ def validate(cfg: OPDConfig) -> None:
             raise UserError(f"config key {key!r}: must be >= 1, got {getattr(cfg, key)}")
     if cfg.temperature <= 0:
         raise UserError(f"config key 'temperature': must be > 0 (rollouts are sampled), got {cfg.temperature}")
-    if cfg.dtype not in ("auto", "float32", "bfloat16"):
+    if cfg.dtype not in ("auto", "float32", "bfloat16"):  # the trainer's: no float16 (no loss scaling)
         raise UserError(f"config key 'dtype': must be auto, float32 or bfloat16, got {cfg.dtype!r}")
     cfg.crop = check_crop(cfg.crop)
     if len(cfg.adam_betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in cfg.adam_betas):
