@@ -424,9 +424,10 @@ def test_lora_fsdp_equals_lora_ddp(two_process: dict, tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- curve bookkeeping
 def _point(step: int, crop: float, full: float = 0.4) -> dict:
-    views = {"full": {"accuracy": full}, "crop": {"accuracy": crop}}
+    """A curve line as the trainer writes one (every view has its n)."""
+    views = {"full": {"n": 10, "accuracy": full}, "crop": {"n": 10, "accuracy": crop}}
     return {"step": step, "tasks": {"synth": {"views": views, "gap": {"value": 100 * (crop - full)}},
-                                    "synth_holdout": {"views": {"full": {"accuracy": 0.9}}}}}
+                                    "synth_holdout": {"views": {"full": {"n": 10, "accuracy": 0.9}}}}}
 
 
 def test_curve_dedupes_truncates_and_warns_on_collapse(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
