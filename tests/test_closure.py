@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from vopd_bench.results import task_results
+from vopd_bench.results import task_result
 from vopd_bench.runtime import read_jsonl
+from vopd_bench.schema import SampleRecord
 from vopd_bench.stats import gap_closure
 from vopd_bench.train import checkpoint
 from vopd_bench.train.curve import append_point, collapse_warnings, summarize_task
@@ -49,7 +50,7 @@ def write_eval_dir(d: Path, model: str, correct: dict[tuple[str, str], Any], n: 
             p = d / "samples" / task / f"{v}.jsonl"
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text("".join(json.dumps(r) + "\n" for r in recs))
-        tasks[task] = task_results(by_view)
+        tasks[task] = task_result({v: [SampleRecord.from_dict(r) for r in rs] for v, rs in by_view.items()}).to_dict()
     (d / "config.json").write_text(json.dumps({"backend": {"backend": "hf", "model": model, "model_path": model}}))
     (d / "results.json").write_text(json.dumps({"tasks": tasks, "model": model}))
     return tasks

@@ -9,8 +9,7 @@ from PIL import Image
 from transformers import AutoProcessor
 
 from vopd_bench.backends.base import Request
-from vopd_bench.backends.hf import set_image_budget
-from vopd_bench.inputs import _torchvision_backed, build_messages, processor_images
+from vopd_bench.inputs import _torchvision_backed, build_messages, processor_images, set_image_budget
 
 
 def _images() -> list[Image.Image]:

@@ -195,3 +195,20 @@ def image_chunks(enc: Encoding) -> list[torch.Tensor]:
 def per_image_keys(enc: Encoding) -> tuple[str, ...]:
     """The tensors of `enc` with one row per image (selected together with the image's pixel rows)."""
     return family_of(enc).image_keys
+
+
+def set_image_budget(processor: Any, min_pixels: int | None, max_pixels: int | None) -> dict[str, int | None]:
+    """Apply the image budget to a Qwen-VL style image processor; returns the budget in force."""
+    ip = getattr(processor, "image_processor", processor)
+    size = dict(getattr(ip, "size", None) or {})
+    if max_pixels is not None:
+        size["longest_edge"] = max_pixels
+        if hasattr(ip, "max_pixels"):
+            ip.max_pixels = max_pixels
+    if min_pixels is not None:
+        size["shortest_edge"] = min_pixels
+        if hasattr(ip, "min_pixels"):
+            ip.min_pixels = min_pixels
+    if size:
+        ip.size = size
+    return {"min_pixels": size.get("shortest_edge"), "max_pixels": size.get("longest_edge")}

@@ -93,13 +93,6 @@ def task_result(by_view: ByView, skipped: Mapping[str, int] | None = None, seed:
     return res
 
 
-def task_results(by_view: Mapping[str, Sequence[dict[str, Any]]], skipped: Mapping[str, int] | None = None,
-                 seed: int = 0) -> dict[str, Any]:
-    """`task_result` of plain-dict records, as a plain dict (for callers that still hold dicts: tests/test_closure)."""
-    typed = {v: [SampleRecord.from_dict(r) for r in recs] for v, recs in by_view.items()}
-    return task_result(typed, skipped, seed).to_dict()
-
-
 def average(tasks: Mapping[str, TaskResult]) -> dict[str, Any]:
     """Unweighted mean over tasks of each view's accuracy and of the gap (tasks lacking it are left out)."""
     views: dict[str, list[float]] = defaultdict(list)

@@ -18,7 +18,7 @@ from vopd_bench.backends.base import (
     isolate_failures,
 )
 from vopd_bench.errors import UserError
-from vopd_bench.inputs import PROCESSOR_LOCK, encode
+from vopd_bench.inputs import PROCESSOR_LOCK, encode, set_image_budget
 from vopd_bench.models import (
     check_chat_template,
     fingerprint,
@@ -30,23 +30,6 @@ from vopd_bench.models import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def set_image_budget(processor: Any, min_pixels: int | None, max_pixels: int | None) -> dict[str, int | None]:
-    """Apply the image budget to a Qwen-VL style image processor; returns the budget in force."""
-    ip = getattr(processor, "image_processor", processor)
-    size = dict(getattr(ip, "size", None) or {})
-    if max_pixels is not None:
-        size["longest_edge"] = max_pixels
-        if hasattr(ip, "max_pixels"):
-            ip.max_pixels = max_pixels
-    if min_pixels is not None:
-        size["shortest_edge"] = min_pixels
-        if hasattr(ip, "min_pixels"):
-            ip.min_pixels = min_pixels
-    if size:
-        ip.size = size
-    return {"min_pixels": size.get("shortest_edge"), "max_pixels": size.get("longest_edge")}
 
 
 def check_image_text_model(config: Any, path: str, name: str) -> None:

@@ -169,7 +169,7 @@ class VLLMBackend:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         if cfg.extra.get("in_process"):
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-        from vopd_bench.backends.hf import set_image_budget
+        from vopd_bench.inputs import set_image_budget
 
         self.processor = preflight(cfg, self.path)
         self.budget = set_image_budget(self.processor, cfg.min_pixels, cfg.max_pixels)

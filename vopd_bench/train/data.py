@@ -86,7 +86,9 @@ def load_prompts(cfg: OPDConfig) -> tuple[TaskSpec, list[Item]]:
 def render_prompt(item: Item, spec: TaskSpec) -> Prompt:
     """The full and crop views of `item` as the eval renders them (`protocol.render`), and its prompt text."""
     try:
-        full, crop = render(spec, item, "full"), render(spec, item, "crop")
+        full = render(spec, item, "full")
+        # the crop from the image just decoded (the full view is that image itself): one decode per prompt
+        crop = render(spec, replace(item, image=full.image) if full.image is not None else item, "crop")
     except (NoBoxError, ValueError) as e:
         raise UserError(f"training item {item.id}: {e}") from None
     if full.error or crop.error:

@@ -61,7 +61,7 @@ def shard(cfg: OPDConfig, model: Any, device: str, trained: bool = True) -> Any:
 def load_processor(cfg: OPDConfig) -> Any:
     from transformers import AutoProcessor
 
-    from vopd_bench.backends.hf import set_image_budget
+    from vopd_bench.inputs import set_image_budget
 
     try:
         proc = AutoProcessor.from_pretrained(resolve_model(cfg.model), revision=cfg.revision)
