@@ -226,7 +226,8 @@ class Evaluator:
         else:
             resps = self.backend.generate(chunk.requests, gen)
         return [
-            make_record(spec, it, view, rend, resp.text, resp.error, resp.retryable, resp.latency, resp.n_tokens)
+            make_record(spec, it, view, rend, resp.text, resp.error, resp.retryable, resp.latency, resp.n_tokens,
+                        resp.visual_tokens)
             for (it, rend, _), resp in zip(chunk.batch, resps)
         ]
 

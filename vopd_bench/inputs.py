@@ -11,7 +11,7 @@ eval works, and splitting per image stops with a one-line error naming the famil
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,16 +117,19 @@ def encode(
     completions: Sequence[str] | None = None,
     eos_token_id: int | None = None,
     device: str | torch.device | None = None,
+    chat_template_kwargs: Mapping[str, Any] | None = None,
 ) -> Encoding:
     """The processor's tensors for `requests`: chat template with the generation prompt, images, left padding.
 
     `completions`: a response per request, appended (its tokens + `eos_token_id`, default the tokenizer's
     EOS) after the prompt's real tokens; the rows are then left-padded again and `labels` marks the
-    completion tokens (-100 elsewhere). `device`: where the tensors go (default: stay on the CPU)."""
+    completion tokens (-100 elsewhere). `device`: where the tensors go (default: stay on the CPU).
+    `chat_template_kwargs`: extra variables of the chat template (e.g. `{"enable_thinking": False}`)."""
     fam = family(processor)
     with PROCESSOR_LOCK:
         processor.tokenizer.padding_side = "left"
-        texts = [processor.apply_chat_template(build_messages(r), add_generation_prompt=True, tokenize=False)
+        texts = [processor.apply_chat_template(build_messages(r), add_generation_prompt=True, tokenize=False,
+                                               **(chat_template_kwargs or {}))
                  for r in requests]
         if fam.nested_images:
             nested = [processor_images(processor, list(r.images)) for r in requests]
@@ -142,6 +145,27 @@ def encode(
     if device is not None:
         enc = {k: v.to(device) if hasattr(v, "to") else v for k, v in enc.items()}
     return enc
+
+
+def image_token_id(processor: Any) -> int | None:
+    """The id of the placeholder token an image's features replace (one per visual token), or None."""
+    tid = getattr(processor, "image_token_id", None)
+    if isinstance(tid, int):
+        return tid
+    tok = getattr(processor, "image_token", None)
+    if isinstance(tok, str):
+        tid = processor.tokenizer.convert_tokens_to_ids(tok)
+        return tid if isinstance(tid, int) and tid != processor.tokenizer.unk_token_id else None
+    return None
+
+
+def count_visual_tokens(processor: Any, input_ids: torch.Tensor) -> list[int] | None:
+    """Per row of `input_ids`, how many image placeholder tokens it holds (None: the family's image token is
+    not known)."""
+    tid = image_token_id(processor)
+    if tid is None:
+        return None
+    return (input_ids == tid).sum(-1).tolist()
 
 
 def completion_ids(tokenizer: Any, text: str, eos: int) -> list[int]:

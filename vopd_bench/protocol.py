@@ -99,6 +99,7 @@ def make_record(
     retryable: bool = False,
     latency: float | None = None,
     n_tokens: int | None = None,
+    visual_tokens: int | None = None,
 ) -> SampleRecord:
     """A per-sample record: the response scored with the task's scorer, or the error that prevented it
     (a rendering error is never retryable: the same image fails again)."""
@@ -106,7 +107,7 @@ def make_record(
         id=item.id, task=spec.name, view=view, answer=item.answer, response=response,
         n_options=len(item.options) if item.options else None,  # chance level of a multiple-choice item
         category=item.category, group=item.group, prompt_hash=spec.prompt.hash(), crop_box=rendered.region,
-        n_tokens=n_tokens,
+        n_tokens=n_tokens, visual_tokens=visual_tokens,
     )
     error = rendered.error or error
     if error is not None:

@@ -92,6 +92,7 @@ class SampleRecord(Record):
     retryable: bool = False
     latency: float | None = None
     n_tokens: int | None = None
+    visual_tokens: int | None = None  # tokens the view's image became in the prompt (None: backend cannot tell)
     prompt_hash: str | None = None
     crop_box: list[int] | None = None  # the region taken, [x1, y1, x2, y2] in original-image pixels
     category: str | None = None

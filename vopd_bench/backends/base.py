@@ -57,6 +57,7 @@ class Response:
     retryable: bool = False
     latency: float = 0.0
     n_tokens: int | None = None
+    visual_tokens: int | None = None  # tokens the request's images became in the prompt (None: not known)
 
 
 @dataclass
@@ -89,6 +90,8 @@ class BackendConfig:
     max_pixels: int | None = None
     min_pixels: int | None = None
     batch_size: int = field(default=16, metadata={SPEED_ONLY: True})
+    trust_remote_code: bool = False  # run the checkpoint's own Python code (transformers/vLLM); off by default
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {"enable_thinking": false}
     options: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
     chosen_by: str | None = None  # why this backend: "named", or the `auto` rule that picked it (recorded)

@@ -7,6 +7,7 @@ offers the registered backend names, so a backend registered later shows up in b
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -37,6 +38,11 @@ SHARED: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     (("--revision",), dict(default=None, help="Hub revision (branch, tag or commit).")),
     (("--max-new-tokens",), dict(type=int, default=None, help="Override the task's generation length.")),
     (("--seed",), dict(type=int, default=0, show_default=True, help="Seed of the views' randomness and of sampling.")),
+    (("--chat-template-kwargs",), dict(default=None, metavar="JSON",
+                                       help='Extra chat-template variables, e.g. \'{"enable_thinking": false}\' '
+                                            "(recorded).")),
+    (("--trust-remote-code",), dict(is_flag=True, help="Run the checkpoint's own Python code (off by default; "
+                                                       "recorded).")),
 )
 TAIL: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     (("--quiet", "-q"), dict(is_flag=True, help="No progress bar.")),
@@ -104,10 +110,25 @@ def backend_config(name: str, kw: Mapping[str, Any], batch_size: int | None = No
         return BackendConfig(
             backend=name, model=kw["model"], revision=kw["revision"], dtype=kw["dtype"], max_pixels=kw["max_pixels"],
             min_pixels=kw["min_pixels"], batch_size=spec.default_batch_size(options) if batch_size is None else batch_size,
+            trust_remote_code=bool(kw.get("trust_remote_code")),
+            chat_template_kwargs=parse_json_object(kw.get("chat_template_kwargs"), "--chat-template-kwargs"),
             options=options, extra=extra, **fields,
         )
     except ValueError as e:
         raise UserError(str(e)) from None
+
+
+def parse_json_object(text: str | None, option: str) -> dict[str, Any]:
+    """A JSON object given on the command line ({} when not given); anything else is a `UserError`."""
+    if text is None or not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{option}: not valid JSON ({e.msg} at column {e.colno}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{option}: want a JSON object such as '{{\"enable_thinking\": false}}', got {text!r}")
+    return value
 
 
 def split_views(views: str | None) -> list[str] | None:

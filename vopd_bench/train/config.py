@@ -49,6 +49,10 @@ class OPDConfig:
     dtype: str = _f("auto", "parameter dtype: auto (float32; bf16 autocast on CUDA), float32, bfloat16")
     device: str = _f("auto", "auto, cpu, cuda, cuda:N (under torchrun: cuda:LOCAL_RANK)")
     max_pixels: int | None = _f(None, "image budget for the processor (pixels per image), None = model default")
+    trust_remote_code: bool = _f(False, "run the checkpoint's own Python code (transformers/vLLM)")
+    chat_template_kwargs: dict = _f({}, "extra chat-template variables for rollouts, teacher and re-scoring "
+                                        "(the released recipe: {enable_thinking: false})")
+    system_prompt: str | None = _f(None, "system prompt of rollouts, teacher and re-scoring (None: the task's)")
     # --- training data (prompts: image + question + boxes; answers are never used for training)
     train_task: str | None = _f("synth", "task name or task YAML whose items are the training prompts")
     train_data: str | None = _f(None, "local data for train_task, or a user JSONL (id, image, question, boxes)")
@@ -103,6 +107,8 @@ class OPDConfig:
     eval_max_new_tokens: int | None = _f(None, "override the eval tasks' generation length")
     collapse_warn_points: float = _f(10.0, "warn when crop accuracy falls this many points below step 0", lo=0.0)
     keep_last: int = _f(0, "keep only the newest N checkpoints (0 = keep all)", lo=0)
+    protocol: str = _f("vopd-bench", "scoring protocol of the re-scoring (`vopd-bench eval --protocol`)")
+    report_to: list = _f([], "training logs besides curve.jsonl: tensorboard, wandb (optional extras)")
     # --- run
     out: str | None = _f(None, "output directory (default runs/train-<recipe>)")
     seed: int = _f(0, "seed of the prompt order and the rollout sampling")
