@@ -111,3 +111,53 @@ def test_a_view_is_one_registered_function(tmp_path):
         from vopd_bench import views
 
         views._VIEWS.pop("test_grey", None)
+
+
+def _noise_item(tmp_path, w=200, h=160, box=(60, 40, 100, 80)):
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    path = tmp_path / "noise.png"
+    Image.fromarray(arr).save(path)
+    return Item(id="n1", task="t", image=str(path), question="q", options=None, answer="a", boxes=[list(box)]), arr
+
+
+def test_decomposition_views_change_only_what_they_claim(tmp_path):
+    """crop_native = crop's pixels without the zoom; blur_surround keeps the region's pixels exactly and blurs
+    the rest; red_box changes only the outline ring and keeps the size."""
+    from vopd_bench.views import DECOMPOSITION, outline_width
+
+    item, arr = _noise_item(tmp_path)
+    p = CropParams(margin=0.5, min_side=16, upscale=2.0)
+    crop, reg = render_view(item, "crop", p)
+    native, reg_n = render_view(item, "crop_native", p)
+    assert reg_n == reg == [40, 20, 120, 100]
+    assert native.size == (80, 80) and crop.size == (160, 160)
+    assert np.array_equal(np.asarray(native), arr[20:100, 40:120])
+
+    blurred, reg_b = render_view(item, "blur_surround", p)
+    b = np.asarray(blurred).astype(int)
+    assert reg_b == reg and blurred.size == (200, 160)
+    assert np.array_equal(b[20:100, 40:120], arr[20:100, 40:120])  # region untouched
+    outside = np.ones(arr.shape[:2], bool)
+    outside[20:100, 40:120] = False
+    assert b[outside].std() < 0.5 * arr[outside].astype(int).std()  # noise outside smoothed away
+
+    boxed, reg_r = render_view(item, "red_box", p)
+    r = np.asarray(boxed).astype(int)
+    w = outline_width(200, 160)
+    assert reg_r == [60, 40, 100, 80] and boxed.size == (200, 160)
+    changed = np.any(r != arr, axis=-1)
+    ring = np.zeros_like(changed)
+    ring[40 - w : 80 + w, 60 - w : 100 + w] = True
+    ring[40:80, 60:100] = False
+    assert changed.any() and not changed[~ring].any()  # only the outline ring differs
+    assert (r[ring] == [255, 0, 0]).all()
+    assert DECOMPOSITION == ("full", "red_box", "blur_surround", "crop_native", "crop")
+
+
+def test_decomposition_views_need_a_box(tmp_path):
+    item, _ = _noise_item(tmp_path)
+    item.boxes = []
+    for view in ("crop_native", "red_box", "blur_surround"):
+        with pytest.raises(NoBoxError):
+            render_view(item, view, CropParams())

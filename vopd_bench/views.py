@@ -1,6 +1,12 @@
 """Views of an item: `full`, `crop` (the decisive region, zoomed), and the controls `masked`
 (region painted over) and `random_crop` (a same-sized region elsewhere). Names are a contract.
 
+The views that decompose the gap, each removing one difference between `full` and `crop`:
+`red_box` (the full image with the region outlined: an attention cue, nothing removed, no zoom),
+`blur_surround` (everything outside the region blurred: context present but uninformative, no zoom) and
+`crop_native` (the crop without upscaling: context removed, no zoom). Read in the order
+full → red_box → blur_surround → crop_native → crop.
+
 A view is one function registered with `@register_view(name)`: it gets the decoded full image, the item's
 boxes, the crop parameters and a per-item random generator, and returns (image, region taken or None).
 `render_view` does the rest (decoding, items without boxes, a benchmark's shipped crop image).
@@ -12,7 +18,7 @@ import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 from vopd_bench.items import Box, Item
 
@@ -142,6 +148,46 @@ def crop(im: Image.Image, boxes: list[Box], p: CropParams, rng: random.Random) -
     return _zoom(im.crop(tuple(reg)), p), reg
 
 
+@register_view("crop_native")
+def crop_native(im: Image.Image, boxes: list[Box], p: CropParams, rng: random.Random) -> Rendered:
+    """The same region as `crop`, at the image's own resolution (context removed, no zoom)."""
+    reg = region_box(boxes, *im.size, p)
+    return im.crop(tuple(reg)), reg
+
+
+def outline_width(width: int, height: int) -> int:
+    """The red box's line width: visible at any image size (about 0.6% of the shorter side, at least 2 px)."""
+    return max(2, round(min(width, height) / 160))
+
+
+@register_view("red_box")
+def red_box(im: Image.Image, boxes: list[Box], p: CropParams, rng: random.Random) -> Rendered:
+    """The full image with each box outlined in red (the form ZwZ's teacher images take); region = the union box."""
+    out = im.convert("RGB") if im.mode != "RGB" else im.copy()
+    d = ImageDraw.Draw(out)
+    w = outline_width(*im.size)
+    for b in boxes:
+        x1, y1, x2, y2 = (int(round(v)) for v in b)
+        d.rectangle([x1 - w, y1 - w, x2 + w - 1, y2 + w - 1], outline=(255, 0, 0), width=w)
+    u = union_box(boxes)
+    return out, [int(round(v)) for v in u]
+
+
+def blur_radius(width: int, height: int) -> float:
+    """Gaussian radius that makes fine detail unreadable at any image size (2% of the longer side, >= 4 px)."""
+    return max(4.0, max(width, height) / 50)
+
+
+@register_view("blur_surround")
+def blur_surround(im: Image.Image, boxes: list[Box], p: CropParams, rng: random.Random) -> Rendered:
+    """The full image with everything outside the crop's region Gaussian-blurred (the region itself untouched)."""
+    reg = region_box(boxes, *im.size, p)
+    base = im.convert("RGB") if im.mode != "RGB" else im
+    out = base.filter(ImageFilter.GaussianBlur(blur_radius(*im.size)))
+    out.paste(base.crop(tuple(reg)), (reg[0], reg[1]))
+    return out, reg
+
+
 @register_view("masked")
 def masked(im: Image.Image, boxes: list[Box], p: CropParams, rng: random.Random) -> Rendered:
     """The full image with each box (plus half the margin) painted in the image's mean colour."""
@@ -191,5 +237,6 @@ def view_names() -> tuple[str, ...]:
     return tuple(_VIEWS)
 
 
-VIEWS = view_names()  # the built-in views: ("full", "crop", "masked", "random_crop")
+VIEWS = view_names()  # the built-in views: full, crop, crop_native, red_box, blur_surround, masked, random_crop
+DECOMPOSITION = ("full", "red_box", "blur_surround", "crop_native", "crop")  # the gap, one difference at a time
 REGION_VIEWS = tuple(v for v, (_, needs) in _VIEWS.items() if needs)

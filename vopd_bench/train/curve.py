@@ -42,7 +42,8 @@ def score_checkpoint(cfg: OPDConfig, policy: Any, checkpoint: str, eval_dir: Pat
     dtype = str(next(policy.model.parameters()).dtype).replace("torch.", "")
     revision = cfg.revision if checkpoint == resolve_model(cfg.model) else None  # step 0: the base model
     bcfg = BackendConfig(model=checkpoint, revision=revision, device=policy.device, dtype=dtype,
-                         batch_size=cfg.eval_batch_size, max_pixels=cfg.max_pixels)
+                         batch_size=cfg.eval_batch_size, max_pixels=cfg.max_pixels,
+                         trust_remote_code=cfg.trust_remote_code, chat_template_kwargs=dict(cfg.chat_template_kwargs))
     if getattr(policy, "sharded", False):
         backend = HFBackend(bcfg, processor=policy.processor)
     else:
