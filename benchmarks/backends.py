@@ -86,6 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-new-tokens", type=int, default=16)
     p.add_argument("--max-pixels", type=int, default=None)
+    p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 (both backends)")
     p.add_argument("--warmup", type=int, default=4)
     p.add_argument("--json", default=None, help="also write the figures here")
     return p.parse_args(argv)
@@ -98,7 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     gen = GenerationKwargs(max_new_tokens=args.max_new_tokens)
     rows = []
     for name in [b.strip() for b in args.backends.split(",") if b.strip()]:
-        cfg = BackendConfig(backend=name, model=args.model, batch_size=args.batch_size, max_pixels=args.max_pixels)
+        cfg = BackendConfig(backend=name, model=args.model, batch_size=args.batch_size, max_pixels=args.max_pixels,
+                            dtype=args.dtype)
         rows.append(bench(cfg, reqs, gen, args.warmup))
     print(f"{len(reqs)} requests ({args.task}, views {args.views}), batch {args.batch_size}, "
           f"{args.max_new_tokens} new tokens, greedy")

@@ -85,6 +85,7 @@ def worker(a: argparse.Namespace) -> dict:
         "response_tokens": sum(r["response_tokens"] for r in timed) / len(timed),
         "eval_s_per_item_view": eval_s / (2 * a.eval_items),
         "peak_rss_mb": max(rss),
+        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0,
         "state_mb": state_bytes(trainer) / 2**20,
         "rank": rank,
         "params_m": total / 1e6,
@@ -104,7 +105,8 @@ def state_bytes(trainer: Any) -> int:
         tensors += [local(p.data)] + ([local(p.grad)] if p.grad is not None else [])
     for st in trainer.optimizer.state.values():
         tensors += [local(v) for v in st.values() if torch.is_tensor(v)]
-    for t in {id(t): t for t in (trainer.teacher, trainer.reference) if t is not None}.values():
+    scorers = [trainer.teacher] + [getattr(o, "reference", None) for o in trainer.objectives]  # + the anchor's
+    for t in {id(t): t for t in scorers if t is not None}.values():
         if t.shadow is not None:
             tensors += [local(p.data) for p in t.shadow.model.parameters()]
         tensors += [local(e) for e in getattr(t, "ema", [])]
@@ -126,6 +128,8 @@ def print_table(rows: list[dict], a: argparse.Namespace) -> None:
     print(f"{'mean response tokens':28s}" + "".join(f"{r['response_tokens']:12.1f}" for r in rows))
     print(f"{'re-scoring s / item-view':28s}" + "".join(f"{r['eval_s_per_item_view']:12.3f}" for r in rows))
     print(f"{'peak RSS (MB)':28s}" + "".join(f"{r['peak_rss_mb']:12.0f}" for r in rows))
+    if any(r.get("peak_gpu_mb") for r in rows):
+        print(f"{'peak GPU memory (MB)':28s}" + "".join(f"{r.get('peak_gpu_mb', 0):12.0f}" for r in rows))
     print(f"{'training state / proc (MB)':28s}" + "".join(f"{r['state_mb']:12.1f}" for r in rows))
     print(f"{'params / trainable (M)':28s}" + "".join(f"{r['params_m']:6.2f}/{r['trainable_m']:5.2f}" for r in rows))
 
