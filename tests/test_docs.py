@@ -180,7 +180,7 @@ def test_every_doc_command_runs_or_says_why_not(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("doc", _with_blocks(), ids=lambda d: d.name)
 def test_doc_commands_run(doc: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    for link in ("tasks", "trainers"):
+    for link in ("tasks", "trainers", "examples"):
         (tmp_path / link).symlink_to(ROOT / link)
     times = []
     for cmd in commands(doc):

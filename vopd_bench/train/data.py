@@ -2,8 +2,12 @@
 by the label-supervised diagnostic (`objective: supervised`), never by Vision-OPD.
 
 Items come from a task loader (`train_task` + `train_data`) or, with `train_task: null`, from a user
-JSONL (`id, image, question, boxes`, optionally `options`). Every item must have a region (boxes, or a
-shipped crop image): the teacher sees the crop view. Items without one stop the run before training.
+JSONL (`id, image, question, boxes`, optionally `options`; `vopd-bench prompts` writes one). Every item
+must have a region (boxes, or a shipped crop image): the teacher sees the crop view, which is the item's
+`crop_image` as given when the loader supplies one (e.g. Vision-OPD-6K's teacher images), else the
+crop of its boxes. Items without either stop the run before training. `system_prompt` replaces the
+task's system prompt. `prompts_provenance` summarises the prompts' provenance (sources, consistency
+filter, train/eval overlap check) for the run record.
 The prompt order is a seeded permutation per epoch; step s takes the next `prompts_per_step` prompts
 of that stream, rank r its slice -- stateless, so a resumed run sees exactly the prompts it would have.
 """
@@ -19,7 +23,8 @@ from PIL import Image
 
 from vopd_bench.backends.base import Request
 from vopd_bench.errors import UserError
-from vopd_bench.items import Item
+from vopd_bench.items import ImageError, Item
+from vopd_bench.prompts import DEFAULT_OPEN_TEMPLATE
 from vopd_bench.protocol import render
 from vopd_bench.tasks import TaskSpec, get_task
 from vopd_bench.train.config import OPDConfig
@@ -45,12 +50,22 @@ class Prompt:
         return Request(key=self.id, images=[image], prompt=self.text, system=self.system)
 
 
+USER_JSONL = "train_jsonl"  # the spec name of a user's prompt JSONL (train_task: null)
+
+
+def train_spec_for_file(source: str) -> TaskSpec:
+    """The generic spec of a user's prompt JSONL (multiple choice where a row has options, else open)."""
+    return TaskSpec(name=USER_JSONL, loader="jsonl", source=source)
+
+
 def train_spec(cfg: OPDConfig) -> TaskSpec:
     """The task spec of the training prompts (a generic JSONL spec for a user file), with overrides."""
     if cfg.train_task is None:
-        spec = TaskSpec(name="train_jsonl", loader="jsonl", source=str(cfg.train_data))
+        spec = train_spec_for_file(str(cfg.train_data))
     else:
         spec = get_task(cfg.train_task)
+    if cfg.system_prompt is not None:
+        spec.prompt = replace(spec.prompt, system=cfg.system_prompt)
     if cfg.train_options:
         spec.options = {**spec.options, **cfg.train_options}
     if cfg.crop:
@@ -84,17 +99,40 @@ def load_prompts(cfg: OPDConfig) -> tuple[TaskSpec, list[Item]]:
 
 
 def render_prompt(item: Item, spec: TaskSpec) -> Prompt:
-    """The full and crop views of `item` as the eval renders them (`protocol.render`), and its prompt text."""
+    """The full view of `item` as the eval renders it (`protocol.render`), the teacher's view (the item's own
+    `crop_image` as given when it has one, else the crop view of its boxes) and its prompt text."""
     try:
         full = render(spec, item, "full")
-        # the crop from the image just decoded (the full view is that image itself): one decode per prompt
-        crop = render(spec, replace(item, image=full.image) if full.image is not None else item, "crop")
-    except (NoBoxError, ValueError) as e:
+        if full.error:
+            raise UserError(f"training item {item.id}: {full.error}")
+        if item.crop_image is not None:
+            crop_image = item.load_crop_image()
+        else:
+            # the crop from the image just decoded (the full view is that image itself): one decode per prompt
+            crop = render(spec, replace(item, image=full.image) if full.image is not None else item, "crop")
+            if crop.error:
+                raise UserError(f"training item {item.id}: {crop.error}")
+            crop_image = crop.image
+    except (NoBoxError, ValueError, ImageError) as e:
         raise UserError(f"training item {item.id}: {e}") from None
-    if full.error or crop.error:
-        raise UserError(f"training item {item.id}: {full.error or crop.error}")
-    return Prompt(item.id, full.image, crop.image, spec.prompt.render(item), spec.prompt.system, item.options,
+    return Prompt(item.id, full.image, crop_image, prompt_text(item, spec), spec.prompt.system, item.options,
                   gold_response(item))
+
+
+def prompt_text(item: Item, spec: TaskSpec) -> str:
+    """The item's prompt under the spec's template; a user JSONL's open question (no options) gets the open
+    answer instruction instead of the multiple-choice one."""
+    if spec.name == USER_JSONL and spec.loader == "jsonl" and not item.options and "{options}" in spec.prompt.template:
+        return replace(spec.prompt, template=DEFAULT_OPEN_TEMPLATE).render(item)
+    return spec.prompt.render(item)
+
+
+def prompts_provenance(items: list[Item]) -> dict:
+    """The training prompts' provenance for the run record (`trainsets.provenance.summarize`): sources, box
+    sources, how many passed a consistency filter, and whether all were checked for train/eval overlap."""
+    from vopd_bench.trainsets.provenance import summarize
+
+    return summarize(it.meta for it in items)
 
 
 def gold_response(item: Item) -> str:
