@@ -27,6 +27,6 @@ if [ "$(uname -m)" = "x86_64" ] && ! command -v nvidia-smi >/dev/null 2>&1; then
   $V/bin/python "$ROOT/scripts/patch_torchvision.py"
 fi
 # 5. The project itself, editable, with its dev/train extras.
-$PIP install -q -e "$ROOT[dev,train,openai]"
+$PIP install -q -e "$ROOT[dev,train,openai,tensorboard,wandb,prompts]"
 $V/bin/python -c "import torch, torchvision, transformers, vopd_bench; print('[setup] torch', torch.__version__, 'transformers', transformers.__version__)" >&2
 echo "$WANT" > "$STAMP"

@@ -25,7 +25,7 @@ class DemoConfig:
     """What `vopd-bench demo` runs (defaults sized for ≤ 10 minutes on 2 CPU cores)."""
 
     out: str = "runs/demo"
-    reports: str = "reports"
+    reports: str | None = None  # None: <out>/report (the committed reports/ is refreshed only when named here)
     model: str = "vopd-tiny"
     task: str = "synth"
     holdout: str = "synth_holdout"
@@ -59,7 +59,12 @@ def report(cfg: DemoConfig, train_dir: Path) -> Path:
     from vopd_bench.report import build_report
 
     base = Path(cfg.out) / "base"
-    return build_report([base, train_dir], Path(cfg.reports), labels={base: "vopd-tiny (base)"})
+    return build_report([base, train_dir], report_dir(cfg), labels={base: "vopd-tiny (base)"})
+
+
+def report_dir(cfg: DemoConfig) -> Path:
+    """Where the demo's report goes: `reports` when given, else `<out>/report` (so a fresh clone stays clean)."""
+    return Path(cfg.reports) if cfg.reports else Path(cfg.out) / "report"
 
 
 def full_gain(items: tuple[list[float], list[float], list[float], Any]) -> dict[str, Any]:

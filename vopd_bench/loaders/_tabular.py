@@ -56,6 +56,74 @@ def hub_snapshot(spec: Any, patterns: Sequence[str]) -> Path:
     return Path(path)
 
 
+def parquet_tables(spec: Any, data: Path | None, published: Sequence[str], patterns: Sequence[str], layout: str,
+                   lazy: Sequence[str] = ()) -> list[Table]:
+    """A benchmark published as Parquet, one `Table` per file.
+
+    Without `data`, the `published` files of `spec.hub_id` load through `datasets.load_dataset` (its cache,
+    `revision` pinning from the spec's options, `HF_DATASETS_OFFLINE`/`HF_HUB_OFFLINE` honoured); a folder given as
+    `data` (a clone or snapshot of the Hub repo) loads the files matching `patterns` the same way; a single file
+    keeps the plain reader (`read_table`). Either `datasets` route records what was read in
+    `spec.options["dataset"]` (path, files, requested and resolved revision, fingerprint per file), which the
+    task's record in config.json carries: a re-uploaded benchmark shows as another revision/fingerprint."""
+    if data is not None and not data.exists():
+        raise UserError(f"task {spec.name}: --data {data} does not exist")
+    if data is not None and data.is_file():
+        return [read_table(data, lazy)]
+    if data is not None:
+        files = [str(f) for f in find_files(data, patterns, layout)]
+        return _dataset_tables(spec, None, files, str(data), lazy)
+    if not spec.hub_id:
+        raise UserError(f"task {spec.name}: no Hub copy to download ({spec.source}); pass --data PATH with its "
+                        "published files")
+    return _dataset_tables(spec, spec.hub_id, list(published), spec.hub_id, lazy)
+
+
+def _dataset_tables(spec: Any, hub_id: str | None, files: list[str], where: str, lazy: Sequence[str]) -> list[Table]:
+    hint = "or pass --data PATH with the benchmark's published files"
+    try:
+        import datasets
+    except ImportError:
+        raise UserError(f"task {spec.name}: reading {where} needs the datasets package (pip install datasets), "
+                        f"{hint}") from None
+    splits = {f"file{i}": f for i, f in enumerate(files)}
+    requested = spec.options.get("revision")
+    try:
+        builder = datasets.load_dataset_builder(hub_id or "parquet", data_files=splits,
+                                                revision=requested if hub_id else None)
+        builder.download_and_prepare()
+        sets = {k: builder.as_dataset(split=k) for k in splits}
+    except Exception as e:  # offline without a cached copy, gated, not found, unreadable Parquet: all one line
+        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise UserError(f"task {spec.name}: cannot load {where} through datasets ({type(e).__name__}: {msg}); "
+                        f"{hint}") from None
+    spec.options["dataset"] = {
+        "via": "datasets",
+        "path": where,
+        "files": files,
+        "requested_revision": requested if hub_id else None,
+        "revision": builder.hash if hub_id else None,  # the Hub commit the files came from
+        "fingerprints": {f: sets[k]._fingerprint for k, f in splits.items()},
+    }
+    tables = []
+    for key, f in splits.items():
+        ds = sets[key]
+        cols = list(ds.column_names)
+        lazy_cols = [c for c in lazy if c in cols]
+        for c in lazy_cols:
+            if isinstance(ds.features[c], datasets.Image):
+                ds = ds.cast_column(c, datasets.Image(decode=False))
+        rows = ds.remove_columns(lazy_cols).to_list() if lazy_cols else ds.to_list()
+        if lazy_cols:
+            cells = ds.select_columns(lazy_cols)
+            for i, row in enumerate(rows):
+                for c in lazy_cols:
+                    row[c] = DatasetCell(cells, i, c)
+        path = Path(f) if hub_id is None else Path(f"{hub_id}@{builder.hash or requested or 'main'}") / f
+        tables.append(Table(path, cols, rows))
+    return tables
+
+
 def find_files(root: Path, patterns: Sequence[str], layout: str) -> list[Path]:
     """`root` itself when it is a file, else every match of the first pattern that matches under `root`."""
     if root.is_file():
@@ -316,6 +384,21 @@ class ParquetCell:
 
     def __call__(self) -> Any:
         return image_source(_row_group_column(self.path, self.row_group, self.column)[self.offset].as_py())
+
+
+@dataclass(frozen=True, eq=False)
+class DatasetCell:
+    """One image cell of a `datasets` table, read on call (Arrow memory-maps the cached files)."""
+
+    dataset: Any
+    row: int
+    column: str
+
+    def __call__(self) -> Any:
+        return image_source(self.dataset[self.row][self.column])
+
+    def __repr__(self) -> str:
+        return f"DatasetCell(row {self.row}, {self.column!r})"
 
 
 @lru_cache(maxsize=2)

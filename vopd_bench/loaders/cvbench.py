@@ -13,11 +13,9 @@ from vopd_bench.loaders._tabular import (
     Table,
     answer_letter,
     check_unique,
-    find_files,
     image_source,
+    parquet_tables,
     parse_list,
-    read_table,
-    source,
 )
 
 LAYOUT = "CV-Bench (test_2d.parquet / test_3d.parquet: idx, type, task, image, question, choices, answer, source)"
@@ -25,11 +23,11 @@ COLUMNS = ("idx", "type", "task", "image", "question", "choices", "answer", "sou
 
 
 def load(spec: Any, data: Path | None) -> list[Item]:
-    root = source(spec, data, ["test_2d.parquet", "test_3d.parquet"])
     items: list[Item] = []
-    for path in find_files(root, ["test_*.parquet", "test.parquet", "*.parquet"], LAYOUT):
-        items.extend(_items(spec.name, read_table(path, lazy=("image",))))
-    check_unique((it.id for it in items), root)
+    for table in parquet_tables(spec, data, ["test_2d.parquet", "test_3d.parquet"],
+                                ["test_*.parquet", "test.parquet", "*.parquet"], LAYOUT, lazy=("image",)):
+        items.extend(_items(spec.name, table))
+    check_unique((it.id for it in items), data or spec.hub_id)
     return items
 
 

@@ -15,8 +15,7 @@ from vopd_bench.loaders._tabular import (
     find_files,
     image_source,
     letter_columns,
-    read_table,
-    source,
+    parquet_tables,
     split_sequential,
 )
 
@@ -25,9 +24,10 @@ COLUMNS = ("index", "question", "image", "answer", "category")
 
 
 def load(spec: Any, data: Path | None) -> list[Item]:
-    root = source(spec, data, ["mmstar.parquet"])
-    path = find_files(root, ["mmstar.parquet", "*.parquet", "*.tsv"], LAYOUT)[0]
-    table = read_table(path, lazy=("image",))
+    if data is not None and data.is_dir() and not list(data.glob("*.parquet")):  # a folder of the VLMEvalKit TSV
+        data = find_files(data, ["*.tsv"], LAYOUT)[0]
+    table = parquet_tables(spec, data, ["mmstar.parquet"], ["mmstar.parquet", "*.parquet"], LAYOUT, lazy=("image",))[0]
+    path = table.path
     table.require(COLUMNS, LAYOUT)
     items = [_item(spec.name, row, f"{path}: row {n} (index {row['index']})") for n, row in enumerate(table.rows, 1)]
     check_unique((it.id for it in items), path)

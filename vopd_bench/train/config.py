@@ -30,7 +30,9 @@ LR_SCHEDULES = ("constant", "cosine")
 # Keys that may differ when a run is resumed (they do not change what was already trained).
 RESUMABLE_CHANGES = (
     "steps", "out", "recipe", "progress", "threads", "eval_batch_size", "keep_last", "collapse_warn_points",
+    "report_to",
 )
+REPORT_TO = ("tensorboard", "wandb", "none")
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -191,6 +193,8 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
 def validate(cfg: OPDConfig) -> None:
     """Type-check every field and check ranges and choices (UserError names the key)."""
     hints = typing.get_type_hints(OPDConfig)
+    if isinstance(cfg.report_to, str):  # report_to=tensorboard on the command line
+        cfg.report_to = [] if cfg.report_to in ("", "none") else [cfg.report_to]
     for f in fields(cfg):
         v = _coerce(f.name, getattr(cfg, f.name), hints[f.name])
         setattr(cfg, f.name, v)
@@ -217,6 +221,9 @@ def validate(cfg: OPDConfig) -> None:
     if cfg.dtype not in ("auto", "float32", "bfloat16"):  # the trainer's: no float16 (no loss scaling)
         raise UserError(f"config key 'dtype': must be auto, float32 or bfloat16, got {cfg.dtype!r}")
     cfg.crop = check_crop(cfg.crop)
+    bad = [v for v in cfg.report_to if v not in REPORT_TO]
+    if bad:
+        raise UserError(f"config key 'report_to': unknown {bad[0]!r}; choose from {', '.join(REPORT_TO)}")
     if len(cfg.adam_betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in cfg.adam_betas):
         raise UserError(f"config key 'adam_betas': want two numbers in [0, 1), got {cfg.adam_betas}")
     if not cfg.eval_tasks and not cfg.holdout_tasks:

@@ -45,7 +45,8 @@ from vopd_bench.train.curve import (
     score_checkpoint,
     truncate_after,
 )
-from vopd_bench.train.data import Prompt, load_prompts, render_prompt, step_indices
+from vopd_bench.train.data import Prompt, load_prompts, prompts_provenance, render_prompt, step_indices
+from vopd_bench.train.logging_sinks import make_sinks
 from vopd_bench.train.objectives import MicroBatch, build_objectives, objective_class
 from vopd_bench.train.policy import Policy, pick_device
 from vopd_bench.train.rollout import Rollouts, answer_entropy, encode, gold_rollouts, sample_hf
@@ -128,6 +129,7 @@ class Trainer:
         self.last_checkpoint = resolve_model(cfg.model)
         if resume is not None:
             self._load(resume)
+        self.sinks = make_sinks(cfg.report_to, self.out, cfg.to_dict(), self.step, dist.is_main())  # report_to
         total, trainable = self.policy.num_parameters()
         log.info(
             "Vision-OPD: %s, %.2fM parameters (%.2fM trainable), teacher %s, %d process(es), out %s%s",
@@ -150,6 +152,7 @@ class Trainer:
                 "crop": self.spec.crop.to_dict(),
                 "prompt_hash": self.spec.prompt.hash(),
                 "options": self.spec.options,
+                "provenance": prompts_provenance(self.items),  # sources, filters, train/eval overlap checked
             },
             config=self.cfg.to_dict(),
             versions=package_versions(),
@@ -327,6 +330,7 @@ class Trainer:
             if warnings:
                 point["warnings"] = warnings
             append_point(curve_path, point)
+            self.sinks.point(point)
             redraw(curve_path, self.out / CURVE_STEM)
             log.info("step %d: %s", self.step, _brief(tasks))
         dist.barrier()
@@ -363,6 +367,7 @@ class Trainer:
             self.step += 1
             if dist.is_main():
                 append_jsonl(self.out / TRAIN_LOG, [rec])
+                self.sinks.step(rec)
             bar.update(1)
             bar.set_postfix({k: f"{rec[k]:.4f}" for k in ("loss", *self.token_means) if k in rec})
             if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
@@ -411,6 +416,8 @@ def run_training(cfg: OPDConfig) -> Path:
         trainer = Trainer(cfg)
         return trainer.run()
     finally:
+        if trainer is not None:
+            trainer.sinks.close()
         if trainer is not None and trainer.vllm is not None:
             trainer.vllm.close()
         torch.set_num_threads(threads)  # `threads` applies to this run only (matters when called in-process)
