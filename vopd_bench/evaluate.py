@@ -6,6 +6,7 @@ Under torchrun/accelerate (WORLD_SIZE > 1) each rank takes items[rank::world] an
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
-from vopd_bench import __version__
+from vopd_bench import __version__, presets
 from vopd_bench.backends import (
     Backend,
     BackendConfig,
@@ -30,6 +31,7 @@ from vopd_bench.backends import (
 )
 from vopd_bench.errors import UserError
 from vopd_bench.items import ImageCache, Item
+from vopd_bench.presets import JudgeFn
 from vopd_bench.protocol import Rendered, gen_kwargs, has_region, load_spec, make_record, render, task_record
 from vopd_bench.results import build_results, task_result
 from vopd_bench.resume import finished_results, invocation_key, remember
@@ -57,6 +59,8 @@ class EvalConfig:
     seed: int = 0
     max_new_tokens: int | None = None  # overrides the task spec's
     crop: dict[str, Any] = field(default_factory=dict)  # overrides of the task's crop params
+    protocol: str = "vopd-bench"  # scoring protocol preset (presets.names()) or a preset YAML path
+    system_prompt: str | None = None  # overrides the task's and the protocol's system prompt
     overwrite: bool = False
     progress: bool = True
     # speed only (no number depends on these, so they are not recorded):
@@ -75,6 +79,7 @@ class EvalConfig:
                 raise UserError(f"unknown view {bad[0]!r}; choose from {', '.join(view_names())}")
         if self.limit is not None and self.limit < 1:
             raise UserError(f"--limit must be >= 1, got {self.limit}")
+        presets.load(self.protocol).check()  # an unknown protocol (or its missing grader package): one line, nothing written
 
 
 @dataclass
@@ -137,13 +142,15 @@ def load_box_file(path: str) -> dict[str, list[list[float]]]:
 class Evaluator:
     """Runs one EvalConfig; reusable with an already-loaded backend (the trainer re-scores in place)."""
 
-    def __init__(self, cfg: EvalConfig, backend: Backend | None = None) -> None:
+    def __init__(self, cfg: EvalConfig, backend: Backend | None = None, judge: JudgeFn | None = None) -> None:
         self.cfg = cfg
         self.rank, self.world = rank(), world_size()
-        self.key = invocation_key(cfg)  # before cfg.data is re-keyed below
+        self.key = protocol_key(invocation_key(cfg), cfg)  # before cfg.data is re-keyed below
+        self.protocol = presets.load(cfg.protocol)
+        self.judge = judge  # judge(prompt) -> reply, asked where the protocol's judge policy says (protocol.apply_judge)
         self.specs: dict[str, TaskSpec] = {}
         for name in cfg.tasks:
-            spec = load_spec(name, cfg.crop)
+            spec = load_spec(name, cfg.crop, self.protocol, cfg.system_prompt)
             self.specs[spec.name] = spec
             if name in cfg.data and name != spec.name:  # --data keyed by a spec file path
                 cfg.data[spec.name] = cfg.data.pop(name)
@@ -206,6 +213,10 @@ class Evaluator:
             "seed": self.cfg.seed,
             "tasks": tasks,
         }
+        if self.protocol.name != presets.DEFAULT:  # absent for the default: run directories of earlier releases match
+            identity["protocol"] = self.protocol.name
+        if self.cfg.system_prompt is not None:
+            identity["system_prompt"] = self.cfg.system_prompt
         return RunConfig(
             vopd_bench=__version__,
             created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -218,6 +229,8 @@ class Evaluator:
             world_size=self.world,
             versions=package_versions(),
             identity=identity,
+            protocol=self.protocol.record(),
+            system_prompt=self.cfg.system_prompt,
         )
 
     def _score_batch(self, spec: TaskSpec, view: str, gen: GenerationKwargs, chunk: Chunk) -> list[SampleRecord]:
@@ -227,7 +240,8 @@ class Evaluator:
             resps = self.backend.generate(chunk.requests, gen)
         return [
             make_record(spec, it, view, rend, resp.text, resp.error, resp.retryable, resp.latency, resp.n_tokens,
-                        resp.visual_tokens)
+                        resp.visual_tokens, protocol=self.protocol, judge=self.judge,
+                        finish_reason=getattr(resp, "finish_reason", None), max_new_tokens=gen.max_new_tokens)
             for (it, rend, _), resp in zip(chunk.batch, resps)
         ]
 
@@ -240,7 +254,7 @@ class Evaluator:
             try:
                 rend = render(spec, self.images.through(it) if self.images is not None else it, view, seed=self.cfg.seed)
                 if rend.error:
-                    chunk.errors.append(make_record(spec, it, view, rend, None))
+                    chunk.errors.append(make_record(spec, it, view, rend, None, protocol=self.protocol))
                     continue
                 req = Request(it.id, [rend.image], spec.prompt.render(it), spec.prompt.system)
             except NoBoxError:
@@ -312,7 +326,7 @@ class Evaluator:
             recs = self.run.samples(name, view)
             out[view] = [recs[i] for i in order if i in recs]
             skipped[view] = len(order) - len(out[view])  # items without a usable region for this view
-        return task_result(out, skipped, seed=self.cfg.seed)
+        return task_result(out, skipped, seed=self.cfg.seed, task=name)
 
     def run_all(self) -> Results:
         """Run every task; rank 0 writes results.json (keeping other tasks already in the run dir)."""
@@ -327,12 +341,22 @@ class Evaluator:
         if old is not None:
             per_task = {**old.tasks, **per_task}
             views = {**old.views, **views}
-        results = build_results(per_task, config.identity["model"], config.identity["backend"], views, self.cfg.limit)
+        results = build_results(per_task, config.identity["model"], config.identity["backend"], views, self.cfg.limit,
+                                self.protocol.name)
         failed, _ = request_failures(per_task, list(self.specs))
         remember(results, old, self.key, self.run, None if failed else self.views)
         if self.rank == 0:
             self.run.write_results(results)
         return results
+
+
+def protocol_key(key: str | None, cfg: EvalConfig) -> str | None:
+    """The invocation key with the protocol and system prompt folded in (`resume.invocation_key` does not
+    see them): unchanged for the default protocol without a system prompt, so earlier runs still match."""
+    if key is None or (cfg.protocol == presets.DEFAULT and cfg.system_prompt is None):
+        return key
+    raw = json.dumps([key, cfg.protocol, cfg.system_prompt])
+    return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 
 def run_eval(cfg: EvalConfig, backend: Backend | None = None) -> dict[str, Any]:
@@ -344,7 +368,7 @@ def run_eval(cfg: EvalConfig, backend: Backend | None = None) -> dict[str, Any]:
 
 def evaluate(cfg: EvalConfig, backend: Backend | None = None) -> tuple[dict[str, Any], list[str], bool]:
     """(results as a plain dict, this invocation's task names, whether it was already finished and nothing ran)."""
-    if backend is None and (done := finished_results(cfg)) is not None:
+    if backend is None and protocol_key("k", cfg) == "k" and (done := finished_results(cfg)) is not None:
         return done[0].to_dict(), done[1], True
     ev = Evaluator(cfg, backend)
     return ev.run_all().to_dict(), list(ev.specs), False

@@ -10,25 +10,35 @@ from typing import Any
 
 import numpy as np
 
+from vopd_bench.errors import UserError
 from vopd_bench.items import LETTERS
 from vopd_bench.schema import GapStats, Results, SampleRecord, TaskResult, ViewStats
 from vopd_bench.stats import cluster_mean_ci, mcnemar_exact, paired_bootstrap, paired_counts
+from vopd_bench.tasks import get_task
+
+DEFAULT_PROTOCOL = "vopd-bench"
 
 ByView = Mapping[str, Sequence[SampleRecord]]
 
 
 def view_stats(recs: Sequence[SampleRecord], n_skipped: int = 0) -> ViewStats:
-    """n, accuracy, 95% CI, parse failures and errors for one view's records."""
+    """n, accuracy, 95% CI, parse failures (responses cut off inside their reasoning by the token limit
+    counted apart, as `truncated`), verdicts left to a judge, errors and mean visual tokens for one view."""
     ok = [r for r in recs if not r.error]
     n = len(ok)
     correct = [float(bool(r.correct)) for r in ok]
     groups = [r.group or r.id for r in ok]
     clustered = len(set(groups)) < n
     lo, hi = cluster_mean_ci(correct, groups if clustered else None) if n else (float("nan"), float("nan"))
-    pf = sum(1 for r in ok if r.parsed is None)
+    truncated = sum(1 for r in ok if r.truncated) if any(r.truncated is not None for r in ok) else None
+    pf = sum(1 for r in ok if r.parsed is None and not r.truncated)
+    undecided = (sum(1 for r in ok if r.verdicts and r.verdicts.get(r.protocol or DEFAULT_PROTOCOL, False) is None)
+                 if any(r.verdicts is not None for r in ok) else None)  # None: records from before protocols
+    vt = [r.visual_tokens for r in recs if r.visual_tokens is not None]
     return ViewStats(
         n=n, accuracy=float(np.mean(correct)) if n else float("nan"), ci_low=lo, ci_high=hi, parse_failures=pf,
         parse_failure_rate=pf / n if n else float("nan"), errors=len(recs) - n, skipped_no_box=n_skipped,
+        truncated=truncated, undecided=undecided, visual_tokens=float(np.mean(vt)) if vt else None,
     )
 
 
@@ -80,8 +90,10 @@ def _block(by_view: ByView, skipped: Mapping[str, int], seed: int) -> TaskResult
     return res
 
 
-def task_result(by_view: ByView, skipped: Mapping[str, int] | None = None, seed: int = 0) -> TaskResult:
-    """Results of one task: overall block plus one block per category."""
+def task_result(by_view: ByView, skipped: Mapping[str, int] | None = None, seed: int = 0,
+                task: str | None = None) -> TaskResult:
+    """Results of one task: overall block plus one block per category, and (given the `task` name, for
+    records that carry verdicts) each protocol's accuracy and aggregate metrics per view."""
     res = _block(by_view, skipped or {}, seed)
     cats: dict[str, dict[str, list[SampleRecord]]] = defaultdict(lambda: defaultdict(list))
     for v, recs in by_view.items():
@@ -90,7 +102,56 @@ def task_result(by_view: ByView, skipped: Mapping[str, int] | None = None, seed:
                 cats[str(r.category)][v].append(r)
     if cats:
         res.categories = {c: _block(dict(bv), {}, seed) for c, bv in sorted(cats.items())}
+    if task is not None:
+        res.protocols = protocol_blocks(task, by_view)
     return res
+
+
+def protocol_rows(recs: Sequence[SampleRecord], name: str) -> list[dict[str, Any]]:
+    """What protocol `name`'s aggregation reads of each record answered without error (its verdict, what it
+    read, the gold answer, category, group and the record's facets)."""
+    rows = []
+    for r in recs:
+        if r.error or not r.verdicts or name not in r.verdicts:
+            continue
+        parsed = (r.parsed_by or {}).get(name, r.parsed)
+        rows.append({"correct": r.verdicts[name], "parsed": parsed, "prediction": parsed, "answer": r.answer,
+                     "category": r.category, "group": r.group, **(r.facets or {})})
+    return rows
+
+
+def protocol_blocks(task: str, by_view: ByView) -> dict[str, dict[str, Any]] | None:
+    """protocol -> view -> {n, accuracy (decided verdicts), undecided, metrics, same_prompt}: the same
+    responses under every protocol. `same_prompt` is false where that protocol would have asked with
+    another prompt than the one these responses answered (its numbers then only re-score these responses)."""
+    from vopd_bench import presets
+
+    names = sorted({n for recs in by_view.values() for r in recs for n in (r.verdicts or {})})
+    if not names:
+        return None
+    asked = {r.prompt_hash for recs in by_view.values() for r in recs if r.prompt_hash}
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        try:
+            proto = presets.load(name)
+            same = proto.apply(get_task(task)).prompt.hash() in asked
+        except UserError:  # a protocol of a newer release or a task spec file no longer there
+            proto, same = None, None
+        block: dict[str, Any] = {}
+        for view, recs in by_view.items():
+            rows = protocol_rows(recs, name)
+            decided = [r for r in rows if r["correct"] is not None]
+            right = sum(1 for r in decided if r["correct"])
+            block[view] = {
+                "n": len(rows), "undecided": len(rows) - len(decided),
+                "accuracy": right / len(decided) if decided else None,  # over the verdicts its rules decided
+                # bounds over every row: undecided (judge) verdicts all wrong / all right
+                "accuracy_low": right / len(rows) if rows else None,
+                "accuracy_high": (right + len(rows) - len(decided)) / len(rows) if rows else None,
+                "metrics": proto.aggregate(task, rows) if proto is not None else {},
+            }
+        out[name] = {"same_prompt": same, "views": block}
+    return out
 
 
 def average(tasks: Mapping[str, TaskResult]) -> dict[str, Any]:
@@ -110,7 +171,7 @@ def average(tasks: Mapping[str, TaskResult]) -> dict[str, Any]:
 
 
 def build_results(tasks: Mapping[str, TaskResult], model: str | None, backend: str | None,
-                  views: Mapping[str, list[str]], limit: int | None) -> Results:
+                  views: Mapping[str, list[str]], limit: int | None, protocol: str | None = None) -> Results:
     """results.json: the tasks, their average and what was run (`complete` is added by `resume.remember`)."""
     return Results(tasks=dict(tasks), average=average(tasks), model=model, backend=backend, views=dict(views),
-                   limit=limit)
+                   limit=limit, protocol=protocol)

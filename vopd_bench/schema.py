@@ -98,8 +98,15 @@ class SampleRecord(Record):
     category: str | None = None
     group: str | None = None  # items that repeat one question (clustered statistics)
     n_options: int | None = None
+    truncated: bool | None = None  # cut off by max_new_tokens inside its reasoning (None: not recorded, older files)
+    protocol: str | None = None  # the scoring protocol that set `parsed`/`correct` (None: files before protocols)
+    verdicts: dict[str, bool | None] | None = None  # protocol -> its verdict on this response (None: undecided)
+    parsed_by: dict[str, str | None] | None = None  # protocol -> what it read, where that differs from `parsed`
+    judge_requests: dict[str, str] | None = None  # protocol -> the judge prompt it would send (undecided verdicts)
+    facets: dict[str, Any] | None = None  # what protocol aggregations group by (cycle, l2_category, pair, type); None: not recorded
     version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+
 
 
 @dataclass
@@ -114,7 +121,17 @@ class ViewStats(Record):
     parse_failure_rate: float | None = None
     errors: int = 0
     skipped_no_box: int = 0
+    truncated: int | None = None  # cut off inside the reasoning by max_new_tokens (not among parse_failures)
+    undecided: int | None = None  # verdicts the protocol's rules left to a judge (scored wrong until judged)
+    visual_tokens: float | None = None  # mean tokens an image of this view became (None: backend cannot tell)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:  # the fields added with protocols only where known (older files unchanged)
+        out = super().to_dict()
+        for k in ("truncated", "undecided", "visual_tokens"):
+            if out.get(k) is None:
+                out.pop(k, None)
+        return out
 
 
 @dataclass
@@ -156,11 +173,14 @@ class TaskResult(Record):
     chance: float | None = None
     categories: dict[str, TaskResult] | None = None
     closure: Closure | None = None
+    # protocol -> {same_prompt, views: {view: {n, accuracy, undecided, metrics}}}: each protocol's verdicts on
+    # these responses and its own aggregation (results.protocol_blocks)
+    protocols: dict[str, dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:  # absent blocks stay absent (as the files always had them)
         return {k: v for k, v in super().to_dict().items()
-                if not (k in ("gap", "categories", "closure", "chance") and v is None)}
+                if not (k in ("gap", "categories", "closure", "chance", "protocols") and v is None)}
 
     @classmethod
     def _read_fields(cls, kw: dict[str, Any]) -> dict[str, Any]:
@@ -186,6 +206,7 @@ class Results(Record):
     views: dict[str, list[str]] = field(default_factory=dict)
     limit: int | None = None
     complete: dict[str, Any] = field(default_factory=dict)
+    protocol: str | None = None  # the scoring protocol of `correct` (None: files before protocols, vopd-bench)
     version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -212,6 +233,8 @@ class RunConfig(Record):
     world_size: int = 1
     versions: dict[str, str] = field(default_factory=dict)
     identity: dict[str, Any] = field(default_factory=dict)
+    protocol: dict[str, Any] | None = None  # presets.Protocol.record() (None: files before protocols: vopd-bench)
+    system_prompt: str | None = None  # --system-prompt, where given (overrides the task's and the protocol's)
     version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -45,6 +45,8 @@ def _columns(table: Table, views: list[str]) -> None:
     table.add_column("gap pts [95% CI]", justify="right")
     table.add_column("McNemar p", justify="right")
     table.add_column("parse fail", justify="right")
+    table.add_column("cut off", justify="right")
+    table.add_column("visual tok", justify="right")
     table.add_column("errors", justify="right")
 
 
@@ -58,8 +60,11 @@ def _cells(block: TaskResult, views: list[str]) -> list[str]:
     gap = "–" if g is None or g.value is None else f"{g.value:+.1f} [{g.ci_low:+.1f}, {g.ci_high:+.1f}]"
     n = max(s.n for s in block.views.values())
     pf = sum(s.parse_failures or 0 for s in block.views.values())
+    cut = sum(s.truncated or 0 for s in block.views.values())
     err = sum(s.errors for s in block.views.values())
-    return [str(n), *cells, gap, _p(None if g is None else g.p_value), str(pf), str(err)]
+    vt = " / ".join("–" if block.views.get(v) is None or block.views[v].visual_tokens is None
+                    else f"{block.views[v].visual_tokens:.0f}" for v in views if v in block.views)
+    return [str(n), *cells, gap, _p(None if g is None else g.p_value), str(pf), str(cut), vt, str(err)]
 
 
 def results_table(results: ResultsLike, title: str = "Regional-to-global gap") -> Table:
@@ -80,7 +85,8 @@ def results_table(results: ResultsLike, title: str = "Regional-to-global gap") -
 
         cells = [of(avg["views"].get(v), _pct(avg["views"].get(v, {}).get("accuracy"))) for v in views]
         g = avg.get("gap")
-        table.add_row("average", "", *cells, "–" if not g else of(g, f"{g['value']:+.1f}"), "", "", "", style="bold")
+        table.add_row("average", "", *cells, "–" if not g else of(g, f"{g['value']:+.1f}"), "", "", "", "", "",
+                      style="bold")
     return table
 
 
@@ -130,15 +136,60 @@ def chance_warnings(results: ResultsLike) -> list[str]:
     return out
 
 
+def protocols_table(results: ResultsLike, title: str = "Same responses, each protocol's scoring") -> Table | None:
+    """One row per task and view: the accuracy under every protocol whose verdicts the records carry, then
+    each protocol's own aggregate metrics; None when no task has them. A protocol that would have asked
+    with another prompt is marked † (its column re-scores these responses; it is not its own run)."""
+    results = _typed(results)
+    names: list[str] = []
+    for t in results.tasks.values():
+        for n in t.protocols or {}:
+            if n not in names:
+                names.append(n)
+    if not names:
+        return None
+    run = results.protocol or "vopd-bench"
+    names.sort(key=lambda n: (n != run, n))
+    table = Table(title=title, title_justify="left", caption="† asked with another prompt than this protocol's: "
+                  "these responses re-scored; * = the run's protocol; a range: verdicts left to a judge all wrong .. all right",
+                  caption_justify="left")
+    table.add_column("task")
+    table.add_column("view")
+    for n in names:
+        table.add_column(f"{n}{' *' if n == run else ''} %", justify="right")
+    table.add_column("metrics (run's protocol)")
+    for task, t in results.tasks.items():
+        blocks = t.protocols or {}
+        for view in t.views:
+            cells = []
+            for n in names:
+                b = blocks.get(n, {})
+                v = (b.get("views") or {}).get(view) or {}
+                mark = "†" if b.get("same_prompt") is False else ""
+                if v.get("undecided"):  # a range: the judge's verdicts all wrong .. all right
+                    text = f"{_pct(v.get('accuracy_low'))}–{_pct(v.get('accuracy_high'))}{mark} ({v['undecided']} to judge)"
+                else:
+                    text = f"{_pct(v.get('accuracy'))}{mark}"
+                cells.append(text if v else "")
+            own = ((blocks.get(run, {}).get("views") or {}).get(view) or {}).get("metrics") or {}
+            table.add_row(task, view, *cells, ", ".join(f"{k} {_pct(x)}" for k, x in own.items()))
+    return table
+
+
 def print_results(results: ResultsLike, title: str = "Regional-to-global gap") -> None:
-    """The gap table, the per-category table (tasks with several categories) and the chance warnings."""
+    """The protocol line, the gap table, the per-category table (tasks with several categories), the
+    protocols table and the chance warnings."""
     results = _typed(results)
     console = Console()
     if not console.is_terminal:
         console = Console(width=200)
+    console.print(f"protocol: {results.protocol or 'vopd-bench'}", markup=False, highlight=False)
     console.print(results_table(results, title))
     cats = categories_table(results)
     if cats is not None:
         console.print(cats)
+    protos = protocols_table(results)
+    if protos is not None:
+        console.print(protos)
     for line in chance_warnings(results):
         console.print(f"warning: {line}", style="yellow", markup=False, highlight=False)

@@ -45,6 +45,12 @@ def default_out(model: str, backend: str) -> str:
 @click.option("--boxes", default=None, help="JSONL of {id, boxes: [[x1,y1,x2,y2]]} giving any task a crop view.")
 @click.option("--crop-margin", type=float, default=None, help="Override the crop's context margin (fraction of the box).")
 @click.option("--crop-upscale", type=float, default=None, help="Override the crop's zoom factor.")
+@click.option("--protocol", default="vopd-bench", show_default=True, metavar="NAME",
+              help="Scoring protocol: how prompts, budget, answer extraction and aggregation follow a published "
+              "harness (vopd-bench, vision-opd, lmms-eval, vlmevalkit; or a preset .yaml). Recorded; every "
+              "protocol's verdict is kept per sample (docs/protocols.md).")
+@click.option("--system-prompt", default=None, metavar="TEXT",
+              help="System prompt for every request (overrides the task's and the protocol's; recorded).")
 @click.option("--prefetch", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="Prepare the next batch while one generates (speed only). auto: on unless the model runs on "
               "this CPU with no core to spare beyond torch's threads.")
@@ -57,10 +63,12 @@ def command(**kw: Any) -> None:
 
     Exit status: 0 done; 2 bad input (nothing written); 3 some requests still failed after retries
     (what succeeded is kept: re-run the same command to retry only those; --allow-errors exits 0)."""
+    from vopd_bench import presets
     from vopd_bench.evaluate import EvalConfig, evaluate, request_failures
     from vopd_bench.runtime import rank
     from vopd_bench.summary import print_results
 
+    presets.load(kw["protocol"])  # an unknown protocol: one line, exit 2, before a backend is chosen
     backend, why = resolve_backend(kw["backend"])
     bcfg = backend_config(backend, kw, device=kw["device"], chosen_by=why)
     crop = {}
@@ -79,6 +87,8 @@ def command(**kw: Any) -> None:
         seed=kw["seed"],
         max_new_tokens=kw["max_new_tokens"],
         crop=crop,
+        protocol=kw["protocol"],
+        system_prompt=kw["system_prompt"],
         overwrite=kw["overwrite"],
         progress=not kw["quiet"],
         prefetch={"auto": None, "on": True, "off": False}[kw["prefetch"]],
@@ -91,6 +101,7 @@ def command(**kw: Any) -> None:
                    err=True)
     print_results({**results, "tasks": {t: results["tasks"][t] for t in names if t in results["tasks"]}})
     click.echo(f"backend: {backend} ({why})")
+    click.echo(f"protocol: {cfg.protocol}" + (f" (system prompt: {cfg.system_prompt!r})" if cfg.system_prompt else ""))
     click.echo(f"run directory: {cfg.out}")
     failed, total = request_failures(results["tasks"], names)
     finish(failed, total, kw["allow_errors"], retry_hint(cfg.out, results, names) if failed else "")

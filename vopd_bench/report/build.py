@@ -30,6 +30,7 @@ from vopd_bench.report.tables import (
     table_categories,
     table_crop_gap,
     table_full,
+    table_protocols,
     task_order,
 )
 from vopd_bench.schema import Closure
@@ -189,6 +190,10 @@ def _render(inp: Inputs, root: Path) -> str:
         for t in (t1, t2):
             t.write(tabs)
         sections.append(markdown.Section("Tables", tables=[(t1, f"tables/{t1.label}"), (t2, f"tables/{t2.label}")]))
+        tp = table_protocols(models)
+        if tp is not None:
+            tp.write(tabs)
+            sections.append(markdown.Section("Scoring protocols", tables=[(tp, f"tables/{tp.label}")]))
 
         for pair in inp.pairs:
             b, a = pair

@@ -81,8 +81,40 @@ def protocol_line(models: list[ModelResult]) -> str:
                 acc[0] += s.parse_failures
                 acc[1] += s.n
     pf_text = ", ".join(f"{v} {100 * a / n:.1f}%" for v, (a, n) in pf.items() if n) or "not recorded"
+    scoring = _distinct([(m.label, _scoring_text(m)) for m in configured]) if configured else "not recorded"
+    extra = _view_sums(configured)
     return (f"**Protocol.** Image budget {budget}; crop of the decisive region: {crop}; "
-            f"n per task: {', '.join(ns)}; parse-failure rate: {pf_text}.")
+            f"n per task: {', '.join(ns)}; parse-failure rate: {pf_text}{extra}; scoring protocol: {scoring}.")
+
+
+def _scoring_text(m: ModelResult) -> str:
+    """The scoring protocol of a run, with its --system-prompt where one was given."""
+    p = m.config.protocol if m.config is not None else None
+    name = (p or {}).get("name") or "vopd-bench"
+    sp = m.config.system_prompt if m.config is not None else None
+    return name + (f" (system prompt {sp!r})" if sp else "")
+
+
+def _view_sums(models: list[ModelResult]) -> str:
+    """"; cut off inside the reasoning by the token limit: …; mean visual tokens: …" where recorded."""
+    cut: dict[str, list[int]] = {}
+    vt: dict[str, list[float]] = {}
+    for m in models:
+        for t in m.tasks.values():
+            for v, s in t.views.items():
+                if s.truncated is not None:
+                    c = cut.setdefault(v, [0, 0])
+                    c[0] += s.truncated
+                    c[1] += s.n
+                if s.visual_tokens is not None:
+                    vt.setdefault(v, []).append(s.visual_tokens)
+    out = ""
+    if any(a for a, _ in cut.values()):
+        out += "; cut off inside the reasoning by the token limit (apart from parse failures): " + ", ".join(
+            f"{v} {a} of {n}" for v, (a, n) in cut.items())
+    if vt:
+        out += "; mean visual tokens per image: " + ", ".join(f"{v} {sum(x) / len(x):.0f}" for v, x in vt.items())
+    return out
 
 
 def pair_line(before: ModelResult, after: ModelResult, closures: dict[str, Closure | None] | None = None) -> str:

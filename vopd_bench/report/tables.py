@@ -288,3 +288,48 @@ def slug(s: str) -> str:
     import re
 
     return re.sub(r"[^\w.-]+", "_", s).strip("_") or "_"
+
+
+def table_protocols(models: list[ModelResult]) -> Table | None:
+    """The same responses scored under every protocol their records carry verdicts of: rows = model · task ·
+    view, columns = protocols (accuracy over the verdicts each protocol's rules decided; CSV adds the
+    undecided count and the bounds with those all wrong / all right). A dagger: that protocol would have
+    asked with another prompt, so its column re-scores these responses rather than reproducing its run.
+    None when no model has protocol blocks (runs before protocols)."""
+    names: list[str] = []
+    rows: list[tuple[str, dict[str, dict]]] = []
+    for m in models:
+        for task, t in m.tasks.items():
+            blocks = t.protocols or {}
+            for n in blocks:
+                if n not in names:
+                    names.append(n)
+            for view in t.views:
+                if blocks:
+                    rows.append((f"{m.label} · {task} · {view}",
+                                 {n: {**((b.get("views") or {}).get(view) or {}), "same_prompt": b.get("same_prompt")}
+                                  for n, b in blocks.items()}))
+    if not rows:
+        return None
+    names.sort(key=lambda n: (n != "vopd-bench", n))
+    cols = []
+    for n in names:
+        cells = [r.get(n) or {} for _, r in rows]
+        cols.append(Column(
+            header=n, key=slug(n), best=None, values=[pct(c.get("accuracy")) for c in cells],
+            flagged={i for i, c in enumerate(cells) if c.get("same_prompt") is False},
+            extra={"undecided": [c.get("undecided") for c in cells], "n": [c.get("n") for c in cells],
+                   "low": [pct(c.get("accuracy_low")) for c in cells],
+                   "high": [pct(c.get("accuracy_high")) for c in cells]},
+        ))
+    undecided = sum(int(c.get("undecided") or 0) for _, r in rows for c in r.values())
+    notes = [f"{DAGGER} This protocol would have asked with another prompt: its number re-scores these responses, "
+             "it does not reproduce a run under that protocol."]
+    if undecided:
+        notes.append(f"{undecided} verdict(s) are left to a judge by their protocol's rules (no judge was run): "
+                     "the accuracy is over the decided ones; tables/table_protocols.csv gives the bounds.")
+    return Table(
+        caption="Accuracy (%) of the same responses under each scoring protocol (docs/protocols.md).",
+        label="table_protocols", rows=[r for r, _ in rows], columns=cols, row_header="Model · task · view",
+        notes=notes,
+    )
