@@ -6,7 +6,6 @@ Under torchrun/accelerate (WORLD_SIZE > 1) each rank takes items[rank::world] an
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -61,6 +60,7 @@ class EvalConfig:
     crop: dict[str, Any] = field(default_factory=dict)  # overrides of the task's crop params
     protocol: str = "vopd-bench"  # scoring protocol preset (presets.names()) or a preset YAML path
     system_prompt: str | None = None  # overrides the task's and the protocol's system prompt
+    judge: dict[str, Any] | None = None  # the LLM judge's recorded settings (`JudgeConfig.record()`), None: no judge
     overwrite: bool = False
     progress: bool = True
     # speed only (no number depends on these, so they are not recorded):
@@ -145,7 +145,7 @@ class Evaluator:
     def __init__(self, cfg: EvalConfig, backend: Backend | None = None, judge: JudgeFn | None = None) -> None:
         self.cfg = cfg
         self.rank, self.world = rank(), world_size()
-        self.key = protocol_key(invocation_key(cfg), cfg)  # before cfg.data is re-keyed below
+        self.key = invocation_key(cfg)  # before cfg.data is re-keyed below
         self.protocol = presets.load(cfg.protocol)
         self.judge = judge  # judge(prompt) -> reply, asked where the protocol's judge policy says (protocol.apply_judge)
         self.specs: dict[str, TaskSpec] = {}
@@ -217,6 +217,8 @@ class Evaluator:
             identity["protocol"] = self.protocol.name
         if self.cfg.system_prompt is not None:
             identity["system_prompt"] = self.cfg.system_prompt
+        if self.cfg.judge is not None:  # the judge's model and prompt change verdicts
+            identity["judge"] = {k: self.cfg.judge.get(k) for k in ("model", "prompt", "max_tokens", "temperature")}
         return RunConfig(
             vopd_bench=__version__,
             created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -231,6 +233,7 @@ class Evaluator:
             identity=identity,
             protocol=self.protocol.record(),
             system_prompt=self.cfg.system_prompt,
+            extra={"judge": self.cfg.judge} if self.cfg.judge is not None else {},
         )
 
     def _score_batch(self, spec: TaskSpec, view: str, gen: GenerationKwargs, chunk: Chunk) -> list[SampleRecord]:
@@ -350,15 +353,6 @@ class Evaluator:
         return results
 
 
-def protocol_key(key: str | None, cfg: EvalConfig) -> str | None:
-    """The invocation key with the protocol and system prompt folded in (`resume.invocation_key` does not
-    see them): unchanged for the default protocol without a system prompt, so earlier runs still match."""
-    if key is None or (cfg.protocol == presets.DEFAULT and cfg.system_prompt is None):
-        return key
-    raw = json.dumps([key, cfg.protocol, cfg.system_prompt])
-    return hashlib.sha256(raw.encode()).hexdigest()[:24]
-
-
 def run_eval(cfg: EvalConfig, backend: Backend | None = None) -> dict[str, Any]:
     """Run (or resume) `cfg`; results.json's content as a plain dict (train/curve.py, demo.py read it so).
     Without a `backend`, a run directory that already finished this exact invocation answers from its
@@ -366,11 +360,13 @@ def run_eval(cfg: EvalConfig, backend: Backend | None = None) -> dict[str, Any]:
     return evaluate(cfg, backend)[0]
 
 
-def evaluate(cfg: EvalConfig, backend: Backend | None = None) -> tuple[dict[str, Any], list[str], bool]:
-    """(results as a plain dict, this invocation's task names, whether it was already finished and nothing ran)."""
-    if backend is None and protocol_key("k", cfg) == "k" and (done := finished_results(cfg)) is not None:
+def evaluate(cfg: EvalConfig, backend: Backend | None = None,
+             judge: JudgeFn | None = None) -> tuple[dict[str, Any], list[str], bool]:
+    """(results as a plain dict, this invocation's task names, whether it was already finished and nothing ran).
+    `judge(prompt) -> reply`: the LLM judge, asked where the protocol calls for one (`cfg.judge` records it)."""
+    if backend is None and (done := finished_results(cfg)) is not None:
         return done[0].to_dict(), done[1], True
-    ev = Evaluator(cfg, backend)
+    ev = Evaluator(cfg, backend, judge)
     return ev.run_all().to_dict(), list(ev.specs), False
 
 

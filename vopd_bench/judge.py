@@ -275,6 +275,10 @@ def preflight(cfg: JudgeConfig) -> None:
     _client(cfg).close()
 
 
+class JudgeError(Exception):
+    """The judge server failed for a prompt (after retries): recorded on the sample, asked again on resume."""
+
+
 class Judge:
     """Grades batches of responses with the configured judge (see the module docstring)."""
 
@@ -286,6 +290,7 @@ class Judge:
         self.cache = JudgeCache(path)
         self.client = _client(cfg)  # preflight here, before anything is asked
         self.calls = 0  # requests sent (attempts included) by this instance
+        self.consulted = self.cache_hits = 0  # prompts asked through `reply`, of them answered by the cache
         self._calls_lock = threading.Lock()
 
     def __enter__(self) -> Judge:
@@ -342,6 +347,24 @@ class Judge:
                     for i in todo[p]:
                         out[i] = replace(v)
         return [v for v in out if v is not None]
+
+    def reply(self, prompt: str) -> str:
+        """The raw reply to a ready-made `prompt` (the protocols' judge hook, `protocol.apply_judge`, which reads it
+        with the protocol's own rule): from the cache, else from the server (retried; the reply cached).
+        Raises `JudgeError` when the server fails."""
+        with self._calls_lock:
+            self.consulted += 1
+        cached = self.cache.get(self.cfg.model, prompt)
+        if cached is not None:
+            with self._calls_lock:
+                self.cache_hits += 1
+            return cached
+        v = self._ask(prompt)
+        if v.reply is None:
+            raise JudgeError(v.error or "judge: no reply")
+        if v.undecided:  # `_ask` caches only replies its own rule decides; the protocol's rule decides this one
+            self.cache.put(self.cfg.model, prompt, v.reply, False, self.prompt.name)
+        return v.reply
 
     def _ask(self, prompt: str) -> Verdict:
         """One prompt through the server, retried; a reply that decides goes to the cache."""

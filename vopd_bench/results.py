@@ -35,10 +35,14 @@ def view_stats(recs: Sequence[SampleRecord], n_skipped: int = 0) -> ViewStats:
     undecided = (sum(1 for r in ok if r.verdicts and r.verdicts.get(r.protocol or DEFAULT_PROTOCOL, False) is None)
                  if any(r.verdicts is not None for r in ok) else None)  # None: records from before protocols
     vt = [r.visual_tokens for r in recs if r.visual_tokens is not None]
+    judged = [r for r in ok if (r.extra or {}).get("judge")]
+    both = [r for r in judged if (r.verdicts or {}).get(DEFAULT_PROTOCOL) is not None]
+    agree = sum(1 for r in both if r.verdicts[DEFAULT_PROTOCOL] == r.correct) / len(both) if both else None
     return ViewStats(
         n=n, accuracy=float(np.mean(correct)) if n else float("nan"), ci_low=lo, ci_high=hi, parse_failures=pf,
         parse_failure_rate=pf / n if n else float("nan"), errors=len(recs) - n, skipped_no_box=n_skipped,
         truncated=truncated, undecided=undecided, visual_tokens=float(np.mean(vt)) if vt else None,
+        judged=len(judged) if judged else None, judge_agreement=agree,
     )
 
 

@@ -90,8 +90,10 @@ def invocation_key(cfg: EvalConfig) -> str | None:
         if model is None:
             return None
         tasks = []
+        protocol = getattr(cfg, "protocol", "vopd-bench")
+        system_prompt = getattr(cfg, "system_prompt", None)
         for name in cfg.tasks:
-            spec = load_spec(name, cfg.crop)
+            spec = load_spec(name, cfg.crop, protocol, system_prompt)
             data = cfg.data.get(name, cfg.data.get(spec.name))
             rec = task_record(spec, data, gen_kwargs(spec, cfg.seed, cfg.max_new_tokens), cfg.boxes)
             tasks.append([spec.name, rec, path_signature(data)])
@@ -108,6 +110,10 @@ def invocation_key(cfg: EvalConfig) -> str | None:
             "devices": device_signature(),
             "world_size": os.environ.get("WORLD_SIZE", "1"),
         }
+        if protocol != "vopd-bench" or system_prompt is not None:  # absent by default: earlier runs' keys hold
+            parts["protocol"] = [protocol, system_prompt]
+        if getattr(cfg, "judge", None) is not None:
+            parts["judge"] = cfg.judge
     except (_TooLarge, OSError, UserError) as e:  # a real problem is reported by the ordinary path
         log.debug("no invocation key: %s", e)
         return None

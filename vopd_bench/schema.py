@@ -124,11 +124,13 @@ class ViewStats(Record):
     truncated: int | None = None  # cut off inside the reasoning by max_new_tokens (not among parse_failures)
     undecided: int | None = None  # verdicts the protocol's rules left to a judge (scored wrong until judged)
     visual_tokens: float | None = None  # mean tokens an image of this view became (None: backend cannot tell)
+    judged: int | None = None  # verdicts an LLM judge gave (None: no judge was asked)
+    judge_agreement: float | None = None  # share of those where the vopd-bench rules' verdict is the same
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:  # the fields added with protocols only where known (older files unchanged)
         out = super().to_dict()
-        for k in ("truncated", "undecided", "visual_tokens"):
+        for k in ("truncated", "undecided", "visual_tokens", "judged", "judge_agreement"):
             if out.get(k) is None:
                 out.pop(k, None)
         return out

@@ -191,5 +191,18 @@ def print_results(results: ResultsLike, title: str = "Regional-to-global gap") -
     protos = protocols_table(results)
     if protos is not None:
         console.print(protos)
+    for line in judge_lines(results):
+        console.print(line, markup=False, highlight=False)
     for line in chance_warnings(results):
         console.print(f"warning: {line}", style="yellow", markup=False, highlight=False)
+
+
+def judge_lines(results: ResultsLike) -> list[str]:
+    """Per task and view where an LLM judge gave verdicts: how many, and how often the vopd-bench rules agree."""
+    out = []
+    for name, t in _typed(results).tasks.items():
+        for view, s in t.views.items():
+            if s.judged:
+                agree = "" if s.judge_agreement is None else f", the vopd-bench rules agree on {100 * s.judge_agreement:.0f}%"
+                out.append(f"judge: {name}/{view}: {s.judged} of {s.n} verdicts by the judge{agree}")
+    return out

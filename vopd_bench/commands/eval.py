@@ -17,6 +17,7 @@ from vopd_bench.commands._options import (
 )
 from vopd_bench.commands._outcome import finish
 from vopd_bench.errors import UserError
+from vopd_bench.judge import judge_options
 
 
 def parse_data(data: tuple[str, ...], tasks: tuple[str, ...]) -> dict[str, str]:
@@ -54,6 +55,7 @@ def default_out(model: str, backend: str) -> str:
 @click.option("--prefetch", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="Prepare the next batch while one generates (speed only). auto: on unless the model runs on "
               "this CPU with no core to spare beyond torch's threads.")
+@judge_options
 @shared_options(
     out="Run directory (default runs/<model>-<backend>). Re-running resumes.",
     batch_size="Requests per backend call (default: hf 16, vllm 256, openai 4 x --concurrency).",
@@ -68,7 +70,8 @@ def command(**kw: Any) -> None:
     from vopd_bench.runtime import rank
     from vopd_bench.summary import print_results
 
-    presets.load(kw["protocol"])  # an unknown protocol: one line, exit 2, before a backend is chosen
+    protocol = presets.load(kw["protocol"])  # an unknown protocol: one line, exit 2, before a backend is chosen
+    jcfg = judge_config(kw, protocol)
     backend, why = resolve_backend(kw["backend"])
     bcfg = backend_config(backend, kw, device=kw["device"], chosen_by=why)
     crop = {}
@@ -89,11 +92,21 @@ def command(**kw: Any) -> None:
         crop=crop,
         protocol=kw["protocol"],
         system_prompt=kw["system_prompt"],
+        judge=jcfg.record() if jcfg else None,
         overwrite=kw["overwrite"],
         progress=not kw["quiet"],
         prefetch={"auto": None, "on": True, "off": False}[kw["prefetch"]],
     )
-    results, names, finished = evaluate(cfg)
+    judge = None
+    if jcfg is not None:
+        from vopd_bench.judge import Judge
+
+        judge = Judge(jcfg, run_dir=cfg.out)  # preflight of the judge server: before anything is written
+    try:
+        results, names, finished = evaluate(cfg, judge=judge.reply if judge else None)
+    finally:
+        if judge is not None:
+            judge.close()
     if rank() != 0:
         return
     if finished:
@@ -102,9 +115,23 @@ def command(**kw: Any) -> None:
     print_results({**results, "tasks": {t: results["tasks"][t] for t in names if t in results["tasks"]}})
     click.echo(f"backend: {backend} ({why})")
     click.echo(f"protocol: {cfg.protocol}" + (f" (system prompt: {cfg.system_prompt!r})" if cfg.system_prompt else ""))
+    if judge is not None:
+        click.echo(f"judge: {jcfg.model} consulted on {judge.consulted} response(s), {judge.cache_hits} from its cache "
+                   f"({judge.cache.path})")
     click.echo(f"run directory: {cfg.out}")
     failed, total = request_failures(results["tasks"], names)
     finish(failed, total, kw["allow_errors"], retry_hint(cfg.out, results, names) if failed else "")
+
+
+def judge_config(kw: dict[str, Any], protocol: Any) -> Any:
+    """The judge's settings from `--judge ...` (None without it); a protocol that never consults a judge refuses one."""
+    from vopd_bench.judge import judge_config_from_cli
+
+    jcfg = judge_config_from_cli(kw, default_prompt="vision-opd" if protocol.name == "vision-opd" else "generic")
+    if jcfg is not None and protocol.judge == "never":
+        raise UserError(f"--judge: protocol {protocol.name} never consults a judge (its rules decide every response); "
+                        "use --protocol vision-opd or lmms-eval, whose rules leave some verdicts to a judge")
+    return jcfg
 
 
 def retry_hint(out: str, results: dict[str, Any], names: list[str]) -> str:

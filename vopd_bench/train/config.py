@@ -221,6 +221,12 @@ def validate(cfg: OPDConfig) -> None:
     if cfg.dtype not in ("auto", "float32", "bfloat16"):  # the trainer's: no float16 (no loss scaling)
         raise UserError(f"config key 'dtype': must be auto, float32 or bfloat16, got {cfg.dtype!r}")
     cfg.crop = check_crop(cfg.crop)
+    from vopd_bench import presets
+
+    try:
+        presets.load(cfg.protocol)
+    except UserError as e:
+        raise UserError(f"config key 'protocol': {e}") from None
     bad = [v for v in cfg.report_to if v not in REPORT_TO]
     if bad:
         raise UserError(f"config key 'report_to': unknown {bad[0]!r}; choose from {', '.join(REPORT_TO)}")

@@ -76,6 +76,8 @@ def _score(cfg: OPDConfig, bcfg: Any, backend: Any, eval_dir: Path) -> Scores:
             limit=cfg.eval_limit,
             seed=cfg.seed,
             max_new_tokens=cfg.eval_max_new_tokens,
+            protocol=cfg.protocol,
+            system_prompt=cfg.system_prompt,
             progress=False,
         )
         results = run_eval(ecfg, backend)
