@@ -19,7 +19,7 @@ def _run(path: Path, views: dict[str, list[bool | None]], fracs: list[float] | N
     for v, cs in views.items():
         rd.write_samples("t", v, [
             SampleRecord(id=f"i{k:02d}", task="t", view=v, correct=bool(c), error=None if c is not None else "x",
-                         extra={"box_frac": fracs[k]} if fracs else {})
+                         box_frac=fracs[k] if fracs else None)
             for k, c in enumerate(cs)
         ])
     return path

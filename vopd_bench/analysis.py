@@ -19,7 +19,7 @@ import numpy as np
 
 from vopd_bench.rundir import RunDir
 from vopd_bench.stats import mcnemar_exact, paired_bootstrap, paired_counts, wilson
-from vopd_bench.views import DECOMPOSITION
+from vopd_bench.views import DECOMPOSITION, box_fraction  # noqa: F401 (box_fraction re-exported)
 
 STEP_NAMES = {"red_box": "attention cue (region outlined)", "blur_surround": "surroundings blurred",
               "crop_native": "context removed (no zoom)", "crop": "zoom"}
@@ -84,15 +84,6 @@ class SizeBin:
     gap: float | None = None  # crop − full, points
     gap_ci: tuple[float, float] | None = None
     ids: list[str] = field(default_factory=list)
-
-
-def box_fraction(boxes: Sequence[Sequence[float]], width: int, height: int) -> float | None:
-    """Area of the boxes' union rectangle as a fraction of the image (the region the crop is built around)."""
-    if not boxes or width <= 0 or height <= 0:
-        return None
-    x1, y1 = min(b[0] for b in boxes), min(b[1] for b in boxes)
-    x2, y2 = max(b[2] for b in boxes), max(b[3] for b in boxes)
-    return max(0.0, min(x2, width) - max(x1, 0)) * max(0.0, min(y2, height) - max(y1, 0)) / (width * height)
 
 
 def run_fractions(run: Path, task: str) -> dict[str, float]:

@@ -17,7 +17,7 @@ from vopd_bench.presets import JudgeFn, Protocol
 from vopd_bench.schema import SampleRecord
 from vopd_bench.scoring import is_truncated
 from vopd_bench.tasks import TaskSpec, get_task
-from vopd_bench.views import render_view
+from vopd_bench.views import box_fraction, render_view
 
 
 def load_spec(task: str, crop: dict[str, Any] | None = None, protocol: Protocol | str | None = None,
@@ -79,6 +79,7 @@ class Rendered:
     image: Image.Image | None
     region: list[int] | None
     error: str | None = None
+    box_frac: float | None = None  # the target's share of the image (union box area / image area)
 
 
 def render(spec: TaskSpec, item: Item, view: str, seed: int = 0) -> Rendered:
@@ -86,15 +87,18 @@ def render(spec: TaskSpec, item: Item, view: str, seed: int = 0) -> Rendered:
 
     Raises views.NoBoxError for a region view of an item without a usable region."""
     try:
-        it = item
+        it, frac = item, None
         if item.boxes and view != "full":
             full = item.load_image()
             boxes = clean_boxes(item.boxes, full.width, full.height, f"{spec.name} item {item.id}")
             it = replace(item, boxes=boxes, image=full)
+            frac = box_fraction(boxes, full.width, full.height)
         img, region = render_view(it, view, spec.crop, seed=seed)
+        if item.boxes and view == "full":
+            frac = box_fraction(item.boxes, img.width, img.height)
     except ImageError as e:
         return Rendered(None, None, str(e))
-    return Rendered(img, region)
+    return Rendered(img, region, box_frac=None if frac is None else round(frac, 6))
 
 
 FACETS = {"cycle": "cycle", "l2_category": "l2_category", "type": "type"}  # Item.meta key -> facet
@@ -143,7 +147,7 @@ def make_record(
     rec = SampleRecord(
         id=item.id, task=spec.name, view=view, answer=item.answer, response=response,
         n_options=len(item.options) if item.options else None,  # chance level of a multiple-choice item
-        category=item.category, group=item.group, prompt_hash=spec.prompt.hash(), crop_box=rendered.region,
+        category=item.category, group=item.group, prompt_hash=spec.prompt.hash(), crop_box=rendered.region, box_frac=rendered.box_frac,
         n_tokens=n_tokens, visual_tokens=visual_tokens,
         protocol=proto.name, facets=facets(spec, item),
     )

@@ -95,6 +95,7 @@ class SampleRecord(Record):
     visual_tokens: int | None = None  # tokens the view's image became in the prompt (None: backend cannot tell)
     prompt_hash: str | None = None
     crop_box: list[int] | None = None  # the region taken, [x1, y1, x2, y2] in original-image pixels
+    box_frac: float | None = None  # the target's share of the image: union box area / image area (boxed items)
     category: str | None = None
     group: str | None = None  # items that repeat one question (clustered statistics)
     n_options: int | None = None

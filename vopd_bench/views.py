@@ -56,6 +56,15 @@ class CropParams:
         return asdict(self)
 
 
+def box_fraction(boxes: list[Box], width: int, height: int) -> float | None:
+    """Area of the boxes' union rectangle as a fraction of the image (the region the crop is built around)."""
+    if not boxes or width <= 0 or height <= 0:
+        return None
+    x1, y1 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    x2, y2 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    return max(0.0, min(x2, width) - max(x1, 0)) * max(0.0, min(y2, height) - max(y1, 0)) / (width * height)
+
+
 def union_box(boxes: list[Box]) -> Box:
     if not boxes:
         raise NoBoxError("item has no boxes")
