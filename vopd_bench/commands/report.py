@@ -38,8 +38,13 @@ def parse_labels(labels: tuple[str, ...], run_dirs: list[Path]) -> dict[Path, st
                    "position. Repeatable.")
 @click.option("--after", "after", multiple=True, type=click.Path(path_type=Path), metavar="RUN_DIR",
               help="Eval run dir of the distilled checkpoint (scored on the same tasks) paired with --before.")
+@click.option("--examples", type=int, default=1, show_default=True,
+              help="Items per qualitative panel (full image with the region outlined, crop, each model's answers): "
+                   "picked from the records (fixed by training, else full wrong + crop right). 0: none.")
+@click.option("--example-ids", default=None, metavar="ID,ID",
+              help="The items of the qualitative panel, by id (instead of picking).")
 def command(run_dirs: tuple[Path, ...], out: Path | None, labels: tuple[str, ...], before: tuple[Path, ...],
-            after: tuple[Path, ...]) -> None:
+            after: tuple[Path, ...], examples: int, example_ids: str | None) -> None:
     """Draw the report of RUN_DIRs: eval run dirs (results.json) and/or training dirs (curve.jsonl).
 
     \b
@@ -52,6 +57,10 @@ def command(run_dirs: tuple[Path, ...], out: Path | None, labels: tuple[str, ...
                                        with a paired bootstrap CI (negative when full got worse)
       figures/curve_*.{png,pdf}        full/crop/holdout accuracy and gap vs training step
       figures/categories_*.{png,pdf}   per-category breakdown, tasks with categories
+      figures/decomposition_*          full -> red_box -> blur_surround -> crop_native -> crop (runs with those views)
+      figures/size_*                   full/crop accuracy and the gap per bin of target size (boxed tasks)
+      figures/transitions_*            items fixed / broken between a base and its trained model
+      figures/examples_*               the qualitative panel (--examples N, --example-ids)
       tables/table1_full.*, tables/table2_crop_gap.*   Markdown, LaTeX (booktabs), CSV
       report.md                        everything above, with a protocol line
     A training dir adds two rows: its base model (first scored step) and the distilled checkpoint
@@ -69,5 +78,9 @@ def command(run_dirs: tuple[Path, ...], out: Path | None, labels: tuple[str, ...
     dirs = list(run_dirs)
     if out is None:
         out = dirs[0] / "report" if len(dirs) == 1 and not before else Path("report")
-    path = build_report(dirs, out, labels=parse_labels(labels, dirs), pairs=list(zip(before, after, strict=True)))
+    if examples < 0:
+        raise UserError(f"--examples must be >= 0, got {examples}")
+    ids = [i.strip() for i in example_ids.split(",") if i.strip()] if example_ids else None
+    path = build_report(dirs, out, labels=parse_labels(labels, dirs), pairs=list(zip(before, after, strict=True)),
+                        examples=examples, example_ids=ids)
     click.echo(f"report: {path}")

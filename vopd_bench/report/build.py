@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from vopd_bench.errors import UserError
-from vopd_bench.report import markdown
+from vopd_bench.report import explain, markdown
 from vopd_bench.report.closure import DEFINITION, pair_closures
 from vopd_bench.report.curve import plot_curve
 from vopd_bench.report.figures import paper_style, plot_before_after, plot_categories, plot_gap_models, save
@@ -134,8 +134,10 @@ def _merge_repeated_base(inp: Inputs) -> None:
 
 
 def build_report(run_dirs: list[Path], out: Path, labels: dict[Path, str] | None = None,
-                 pairs: list[tuple[Path, Path]] | None = None) -> Path:
-    """Write figures/, tables/ and report.md under `out`; returns the path of report.md."""
+                 pairs: list[tuple[Path, Path]] | None = None, examples: int = 1,
+                 example_ids: list[str] | None = None) -> Path:
+    """Write figures/, tables/ and report.md under `out`; returns the path of report.md. `examples`: items per
+    qualitative panel (0: none), or the `example_ids` given."""
     inp = load_inputs(run_dirs, labels, pairs)
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -143,7 +145,7 @@ def build_report(run_dirs: list[Path], out: Path, labels: dict[Path, str] | None
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out, prefix=".report-"))
     try:
-        text = _render(inp, tmp)
+        text = _render(inp, tmp, examples, example_ids)
         (tmp / "report.md").write_text(text, encoding="utf-8")
         for f in sorted(tmp.rglob("*"), key=lambda p: p.name == "report.md"):
             if f.is_file():
@@ -170,7 +172,7 @@ class _Names:
         return s
 
 
-def _render(inp: Inputs, root: Path) -> str:
+def _render(inp: Inputs, root: Path, examples: int = 1, example_ids: list[str] | None = None) -> str:
     figs, tabs = root / "figures", root / "tables"
     name = _Names()
     sections: list[markdown.Section] = []
@@ -231,4 +233,18 @@ def _render(inp: Inputs, root: Path) -> str:
                 f"Per-category breakdown: {task}", f"figures/{stem}.png", f"figures/{stem}.pdf",
                 "Accuracy per category on the full image and the crop (95% CIs); above each pair, the gap in points.",
                 tables=[(tc, f"tables/{stem}")]))
+
+        # why the gap: decomposition by view, size bins, moved items, examples
+        befores_afters = [(p.before, p.after) for p in inp.pairs]
+        befores_afters += [(r.before, r.after) for r in inp.trainings if r.after is not None]
+        evaluated = [m for m in models if m.config is not None]
+        sections += explain.decomposition_sections(evaluated, figs, name)
+        sections += explain.size_sections(evaluated, figs, name)
+        sections += explain.transition_sections(befores_afters, figs, name)
+        if examples > 0 or example_ids:
+            groups = [[(b.label, b.path), (a.label, a.path)] for b, a in befores_afters
+                      if b.config is not None and a.config is not None]
+            in_pairs = {path for g in groups for _, path in g}
+            groups += [[(m.label, m.path)] for m in evaluated if m.path not in in_pairs]
+            sections += explain.example_sections(groups, figs, name, examples, example_ids)
     return markdown.render(inp.described, markdown.protocol_line(models), sections)
