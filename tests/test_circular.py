@@ -32,3 +32,23 @@ def test_a_question_is_right_only_if_every_rotation_is() -> None:
     # a letter-biased model ("always A") is right on 1 of 4 rotations: plain 25%, circular 0%
     biased = [{"id": r.id, "correct": r.answer == "A"} for r in expand([_item()])]
     assert sum(r["correct"] for r in biased) == 1 and circular_accuracy(biased) == (0.0, 1)
+
+
+def test_eval_circular_end_to_end(tiny_model, synth_small, tmp_path, capsys) -> None:
+    import json
+
+    from helpers import records, run_cli
+
+    out = tmp_path / "run"
+    assert run_cli(["eval", "--model", tiny_model, "--task", "synth", "--data", str(synth_small), "--limit", "3",
+                    "--circular", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    res = json.loads((out / "results.json").read_text())["tasks"]["synth"]["views"]
+    for view in ("full", "crop"):
+        recs = records(out, "synth", view)
+        assert len(recs) == 12 and {base_id(r["id"]) for r in recs} == {r["id"].split("@c")[0] for r in recs}
+        assert len({base_id(r["id"]) for r in recs}) == 3
+        acc, n = circular_accuracy(recs)
+        assert res[view]["circular_accuracy"] == acc and res[view]["circular_n"] == n == 3
+        assert f"circular: synth/{view}: " in printed
+    assert json.loads((out / "config.json").read_text())["identity"]["circular"] is True

@@ -61,6 +61,7 @@ class EvalConfig:
     protocol: str = "vopd-bench"  # scoring protocol preset (presets.names()) or a preset YAML path
     system_prompt: str | None = None  # overrides the task's and the protocol's system prompt
     judge: dict[str, Any] | None = None  # the LLM judge's recorded settings (`JudgeConfig.record()`), None: no judge
+    circular: bool = False  # ask each multiple-choice question under every rotation of its options (CircularEval)
     overwrite: bool = False
     progress: bool = True
     # speed only (no number depends on these, so they are not recorded):
@@ -178,6 +179,10 @@ class Evaluator:
                     it.boxes = self.user_boxes[it.id]
         if self.cfg.limit:
             items = items[: self.cfg.limit]
+        if self.cfg.circular:  # after --limit: N questions, each asked under all its rotations
+            from vopd_bench.circular import expand
+
+            items = expand(items)
         return items
 
     def _views_for(self, spec: TaskSpec, items: list[Item]) -> list[str]:
@@ -217,6 +222,8 @@ class Evaluator:
             identity["protocol"] = self.protocol.name
         if self.cfg.system_prompt is not None:
             identity["system_prompt"] = self.cfg.system_prompt
+        if self.cfg.circular:
+            identity["circular"] = True
         if self.cfg.judge is not None:  # the judge's model and prompt change verdicts
             identity["judge"] = {k: self.cfg.judge.get(k) for k in ("model", "prompt", "max_tokens", "temperature")}
         return RunConfig(

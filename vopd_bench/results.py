@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from vopd_bench.circular import base_id, circular_accuracy
 from vopd_bench.errors import UserError
 from vopd_bench.items import LETTERS
 from vopd_bench.schema import GapStats, Results, SampleRecord, TaskResult, ViewStats
@@ -38,11 +39,14 @@ def view_stats(recs: Sequence[SampleRecord], n_skipped: int = 0) -> ViewStats:
     judged = [r for r in ok if (r.extra or {}).get("judge")]
     both = [r for r in judged if (r.verdicts or {}).get(DEFAULT_PROTOCOL) is not None]
     agree = sum(1 for r in both if r.verdicts[DEFAULT_PROTOCOL] == r.correct) / len(both) if both else None
+    circ, circ_n = None, None
+    if recs and all(base_id(r.id) != r.id for r in recs):  # --circular: every record is a rotation
+        circ, circ_n = circular_accuracy([r.to_dict() for r in recs])
     return ViewStats(
         n=n, accuracy=float(np.mean(correct)) if n else float("nan"), ci_low=lo, ci_high=hi, parse_failures=pf,
         parse_failure_rate=pf / n if n else float("nan"), errors=len(recs) - n, skipped_no_box=n_skipped,
         truncated=truncated, undecided=undecided, visual_tokens=float(np.mean(vt)) if vt else None,
-        judged=len(judged) if judged else None, judge_agreement=agree,
+        judged=len(judged) if judged else None, judge_agreement=agree, circular_accuracy=circ, circular_n=circ_n,
     )
 
 

@@ -114,6 +114,8 @@ def invocation_key(cfg: EvalConfig) -> str | None:
             parts["protocol"] = [protocol, system_prompt]
         if getattr(cfg, "judge", None) is not None:
             parts["judge"] = cfg.judge
+        if getattr(cfg, "circular", False):
+            parts["circular"] = True
     except (_TooLarge, OSError, UserError) as e:  # a real problem is reported by the ordinary path
         log.debug("no invocation key: %s", e)
         return None

@@ -126,12 +126,15 @@ class ViewStats(Record):
     undecided: int | None = None  # verdicts the protocol's rules left to a judge (scored wrong until judged)
     visual_tokens: float | None = None  # mean tokens an image of this view became (None: backend cannot tell)
     judged: int | None = None  # verdicts an LLM judge gave (None: no judge was asked)
+    circular_accuracy: float | None = None  # --circular: share of questions right under every option rotation
+    circular_n: int | None = None  # questions decided under every rotation (the circular accuracy's n)
     judge_agreement: float | None = None  # share of those where the vopd-bench rules' verdict is the same
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:  # the fields added with protocols only where known (older files unchanged)
         out = super().to_dict()
-        for k in ("truncated", "undecided", "visual_tokens", "judged", "judge_agreement"):
+        for k in ("truncated", "undecided", "visual_tokens", "judged", "judge_agreement", "circular_accuracy",
+                  "circular_n"):
             if out.get(k) is None:
                 out.pop(k, None)
         return out

@@ -191,10 +191,23 @@ def print_results(results: ResultsLike, title: str = "Regional-to-global gap") -
     protos = protocols_table(results)
     if protos is not None:
         console.print(protos)
+    for line in circular_lines(results):
+        console.print(line, markup=False, highlight=False)
     for line in judge_lines(results):
         console.print(line, markup=False, highlight=False)
     for line in chance_warnings(results):
         console.print(f"warning: {line}", style="yellow", markup=False, highlight=False)
+
+
+def circular_lines(results: ResultsLike) -> list[str]:
+    """Per task and view of a --circular run: the circular accuracy beside the plain one over all rotations."""
+    out = []
+    for name, t in _typed(results).tasks.items():
+        for view, s in t.views.items():
+            if s.circular_accuracy is not None:
+                out.append(f"circular: {name}/{view}: {_pct(s.circular_accuracy)}% of {s.circular_n} questions right "
+                           f"under every option rotation (plain, over all rotations: {_pct(s.accuracy)}%)")
+    return out
 
 
 def judge_lines(results: ResultsLike) -> list[str]:

@@ -52,6 +52,9 @@ def default_out(model: str, backend: str) -> str:
               "protocol's verdict is kept per sample (docs/protocols.md).")
 @click.option("--system-prompt", default=None, metavar="TEXT",
               help="System prompt for every request (overrides the task's and the protocol's; recorded).")
+@click.option("--circular", is_flag=True,
+              help="Ask each multiple-choice question under every rotation of its options; a question counts as right "
+              "only if all are (results: circular_accuracy beside the plain accuracy over all rotations).")
 @click.option("--prefetch", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="Prepare the next batch while one generates (speed only). auto: on unless the model runs on "
               "this CPU with no core to spare beyond torch's threads.")
@@ -93,6 +96,7 @@ def command(**kw: Any) -> None:
         protocol=kw["protocol"],
         system_prompt=kw["system_prompt"],
         judge=jcfg.record() if jcfg else None,
+        circular=kw["circular"],
         overwrite=kw["overwrite"],
         progress=not kw["quiet"],
         prefetch={"auto": None, "on": True, "off": False}[kw["prefetch"]],
