@@ -9,6 +9,7 @@ from vopd_bench.report.closure import closure_text, pair_closures, pct
 from vopd_bench.report.load import ModelResult, TrainingRun, size
 from vopd_bench.report.tables import DAGGER, Table, collapse_note, gap_points, task_order
 from vopd_bench.schema import Closure
+from vopd_bench.trainsets.provenance import sentence
 
 
 @dataclass
@@ -156,7 +157,10 @@ def curve_line(run: TrainingRun, data: dict[str, Any]) -> str:
         if acc:
             bits.append(f"{h} accuracy {acc[0]:.1f} → {acc[-1]:.1f}%")
     note = data.get("footnote")
-    return f"`{run.path}`: " + "; ".join(bits) + "." + (f" {note}" if note else "")
+    cfg = run.dir.read_config()
+    prompts = sentence((cfg.train_task or {}).get("provenance")) if cfg is not None else None
+    return (f"`{run.path}`: " + "; ".join(bits) + "." + (f" {note}" if note else "")
+            + (f" Prompts: {prompts}." if prompts else ""))
 
 
 def render(inputs: list[str], protocol: str, sections: list[Section]) -> str:
