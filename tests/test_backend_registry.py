@@ -161,8 +161,12 @@ def test_openai_settings_keep_their_recorded_form():
     of BackendConfig (and the invocation key hashes the same settings), so earlier runs still resume."""
     cfg = BackendConfig(backend="openai", model="m", batch_size=32, options=OpenAIOptions(base_url="http://x/v1"))
     assert list(cfg.to_dict()) == ["backend", "model", "revision", "dtype", "device", "max_pixels", "min_pixels",
-                                   "batch_size", "base_url", "api_key_env", "concurrency", "timeout", "max_retries",
-                                   "extra", "chosen_by"]
-    assert set(cfg.to_dict()) - set(cfg.settings()) == {"batch_size", "concurrency", "timeout", "max_retries"}
+                                   "batch_size", "trust_remote_code", "chat_template_kwargs", "base_url", "api_key_env",
+                                   "concurrency", "timeout", "max_retries", "extra", "chosen_by"]
+    # speed-only settings, and the two added later at their defaults (so earlier runs' invocation keys hold)
+    assert set(cfg.to_dict()) - set(cfg.settings()) == {"batch_size", "concurrency", "timeout", "max_retries",
+                                                        "trust_remote_code", "chat_template_kwargs"}
+    kw = BackendConfig(backend="openai", model="m", chat_template_kwargs={"enable_thinking": False})
+    assert kw.settings()["chat_template_kwargs"] == {"enable_thinking": False}
     with pytest.raises(TypeError):
         BackendConfig(options={"base_url": "http://x/v1"})

@@ -224,6 +224,8 @@ class Evaluator:
             identity["system_prompt"] = self.cfg.system_prompt
         if self.cfg.circular:
             identity["circular"] = True
+        if self.cfg.backend.chat_template_kwargs:  # absent by default: earlier runs match (a server has no template hash)
+            identity["chat_template_kwargs"] = dict(self.cfg.backend.chat_template_kwargs)
         if self.cfg.judge is not None:  # the judge's model and prompt change verdicts
             identity["judge"] = {k: self.cfg.judge.get(k) for k in ("model", "prompt", "max_tokens", "temperature")}
         return RunConfig(

@@ -121,7 +121,11 @@ class BackendConfig:
         speed = {f.name for f in fields(self) if f.metadata.get(SPEED_ONLY)}
         if self.options is not None:
             speed |= {f.name for f in fields(self.options) if f.metadata.get(SPEED_ONLY)}
-        return {k: v for k, v in self.to_dict().items() if k not in speed}
+        out = {k: v for k, v in self.to_dict().items() if k not in speed}
+        for k in ("trust_remote_code", "chat_template_kwargs"):  # at their defaults: absent, as in earlier releases
+            if not out.get(k):
+                out.pop(k, None)
+        return out
 
 
 class Backend(Protocol):
