@@ -3,9 +3,11 @@ training) a completion appended after the prompt. Eval (`backends/hf.py`), rollo
 (`train/rollout.py`) and the reference model all encode here, so the teacher sees exactly what eval sends.
 
 What differs between model families lives in `FAMILIES`: whether the processor wants images nested per
-sample, which per-token type ids it returns, and how `pixel_values` splits into rows per image (needed to
-repeat or select prompts for training). Qwen-VL (2, 2.5, 3, 3.5) is filled in; for the others encoding for
-eval works, and splitting per image stops with a one-line error naming the family.
+sample, how `pixel_values` splits per image (`image_chunks`, `select_images`: needed to repeat or select
+prompts for training), which tokens mark an image (never sampled), and what an image budget means
+(`set_image_budget`). Per-token type ids (`mm_token_type_ids`, Gemma 3's `token_type_ids`) are sliced
+with `input_ids` and zero over an appended completion. Families: Qwen-VL (2, 2.5, 3, 3.5), GLM-4.1V,
+Gemma 3, SmolVLM, Idefics3, LLaVA-OneVision, InternVL, Pixtral (Mistral 3).
 """
 
 from __future__ import annotations
@@ -33,29 +35,231 @@ TOKEN_TYPE_KEYS = ("mm_token_type_ids", "token_type_ids")
 
 @dataclass(frozen=True)
 class Family:
-    """How one model family's processor takes images and lays out their tensors."""
+    """How one model family's processor takes images and lays out their tensors.
+
+    `image_rows(enc, processor)`: rows of `pixel_values` (dim 0) per image, in order; with `per_sample_pixels`
+    `pixel_values` is (samples, tiles, ...) with padding tiles instead, and a chunk is one sample's real
+    tiles. `trim`: the part of a padded chunk that is the image (Pixtral pads every image to the batch's
+    largest). `budget`: applies --min-pixels/--max-pixels (see `set_image_budget`)."""
 
     name: str
     processors: tuple[str, ...]  # processor class names (a subclass matches too)
     nested_images: bool = False  # images grouped per sample: [[im], [im]] instead of [im, im]
-    # rows of `pixel_values` per image, from the encoding; None: not known yet (training stops with an error)
-    image_rows: Callable[[Encoding], list[int]] | None = None
+    image_rows: Callable[[Encoding, Any], list[int]] | None = None
     image_keys: tuple[str, ...] = ()  # tensors with one row per image, selected with the image
+    sample_keys: tuple[str, ...] = ()  # other per-sample tensors (besides ids, mask and token types)
+    row_keys: tuple[str, ...] = ()  # tensors with the rows of `pixel_values` (split with it)
+    per_sample_pixels: bool = False
+    trim: Callable[[Encoding, int, torch.Tensor, Any], torch.Tensor] | None = None
+    # tokenizer/processor attributes naming the image's begin/end/placeholder/break tokens (never sampled)
+    marker_tokens: tuple[str, ...] = ("image_token", "video_token")
+    shares_features: bool = False  # image features precomputed once per image (`mm_encoder_outputs`)
+    # the attribute naming the token an image feature replaces (one per visual token): the processor's
+    # `image_token`, except where that is a text placeholder expanded later (Gemma 3: `<start_of_image>`)
+    feature_token: tuple[str, str] = ("processor", "image_token")
+    budget: Callable[[Any, int | None, int | None], dict[str, Any]] | None = None
 
 
-def _grid_rows(enc: Encoding) -> list[int]:
+def _grid_rows(enc: Encoding, processor: Any = None) -> list[int]:
     return enc["image_grid_thw"].prod(-1).tolist()
 
 
+def _token_count_rows(attr: str, per: Callable[[Any], int]) -> Callable[[Encoding, Any], list[int]]:
+    """Rows per image counted from the prompt: occurrences of the processor's `attr` token in each row
+    (one image per row), divided by `per(processor)` tokens per pixel row."""
+
+    def rows(enc: Encoding, processor: Any) -> list[int]:
+        tid = _token_id(processor, attr)
+        if tid is None:
+            raise UserError(f"{type(processor).__name__} has no {attr}: cannot split pixel_values per image")
+        counts = (enc["input_ids"] == tid).sum(-1).tolist()
+        k = per(processor)
+        if any(c % k for c in counts):
+            raise UserError(f"{type(processor).__name__}: {attr} counts {counts} are not multiples of {k}")
+        return [c // k for c in counts if c]
+
+    return rows
+
+
+def _llava_trim(enc: Encoding, i: int, chunk: torch.Tensor, processor: Any) -> torch.Tensor:
+    """LLaVA-OneVision: image i's row of `pixel_values` (1, patches, 3, H, W) without its padding patches."""
+    return chunk[:, : _llava_patches(enc, processor)[i]]
+
+
+def _llava_patches(enc: Encoding, processor: Any) -> list[int]:
+    """LLaVA-OneVision: the patches of each image (base + its any-res grid), from `image_sizes` and the
+    processor's grid pinpoints (the rest of each image's row in `pixel_values` is padding)."""
+    from transformers.models.llava_onevision.modeling_llava_onevision import image_size_to_num_patches
+
+    ip = processor.image_processor
+    tile = ip.size["height"] if "height" in ip.size else ip.size["shortest_edge"]
+    return [int(image_size_to_num_patches(tuple(s), ip.image_grid_pinpoints, tile))
+            for s in enc["image_sizes"].tolist()]
+
+
+def _real_tiles(enc: Encoding, i: int) -> int:
+    """Idefics3 / SmolVLM: the tiles of sample i that are not padding."""
+    if "pixel_attention_mask" in enc:
+        return int(enc["pixel_attention_mask"][i].flatten(1).any(1).sum())
+    return int(enc["pixel_values"][i].flatten(1).ne(0).any(1).sum())
+
+
+def _lfm2_rows(enc: Encoding, processor: Any) -> list[int]:
+    """LFM2-VL: tiles (rows) per image. Each tile of `spatial_shapes` (h, w patches) becomes
+    ceil(h/f)·ceil(w/f) image tokens (f: the downsample factor); tiles are assigned in order to the prompts
+    until each prompt's image-token count is reached (one image per prompt)."""
+    f = int(processor.image_processor.downsample_factor)
+    per_tile = [-(-h // f) * -(-w // f) for h, w in enc["spatial_shapes"].tolist()]
+    tid = _token_id(processor, "image_token")
+    rows, t = [], 0
+    for want in (enc["input_ids"] == tid).sum(-1).tolist():
+        n, got = 0, 0
+        while got < want and t < len(per_tile):
+            got, n, t = got + per_tile[t], n + 1, t + 1
+        if got != want:
+            raise UserError(f"{type(processor).__name__}: the tiles' image tokens do not add up to a prompt's {want}")
+        if want:
+            rows.append(n)
+    return rows
+
+
+def _one_row_per_image(enc: Encoding, processor: Any) -> list[int]:
+    return [1] * len(enc["image_sizes"])
+
+
+def _pixtral_trim(enc: Encoding, i: int, chunk: torch.Tensor, processor: Any) -> torch.Tensor:
+    h, w = enc["image_sizes"][i].tolist()
+    return chunk[..., :h, :w]
+
+
+def _qwen_budget(processor: Any, min_pixels: int | None, max_pixels: int | None) -> dict[str, Any]:
+    """Qwen-VL / GLM-4.1V: a pixel budget per image (the image is resized to fit between the two)."""
+    ip = processor.image_processor
+    size = dict(getattr(ip, "size", None) or {})
+    if max_pixels is not None:
+        size["longest_edge"] = max_pixels
+        if hasattr(ip, "max_pixels"):
+            ip.max_pixels = max_pixels
+    if min_pixels is not None:
+        size["shortest_edge"] = min_pixels
+        if hasattr(ip, "min_pixels"):
+            ip.min_pixels = min_pixels
+    if size.get("shortest_edge") and size.get("longest_edge") and size["shortest_edge"] > size["longest_edge"]:
+        raise UserError(f"--min-pixels {size['shortest_edge']} exceeds --max-pixels {size['longest_edge']}")
+    ip.size = size
+    return {"min_pixels": size.get("shortest_edge"), "max_pixels": size.get("longest_edge")}
+
+
+def _no_min(processor: Any, min_pixels: int | None, has: str) -> None:
+    if min_pixels is not None:
+        raise UserError(f"--min-pixels: {type(processor).__name__} has no minimum image size ({has}); "
+                        "drop --min-pixels")
+
+
+def _llava_budget(processor: Any, min_pixels: int | None, max_pixels: int | None) -> dict[str, Any]:
+    """LLaVA-OneVision: keep the any-res grid pinpoints whose area fits in max_pixels (the model must use
+    the same pinpoints: `apply_image_budget`)."""
+    ip = processor.image_processor
+    _no_min(processor, min_pixels, "any-res grid pinpoints, capped by --max-pixels")
+    if max_pixels is not None:
+        keep = [p for p in ip.image_grid_pinpoints if p[0] * p[1] <= max_pixels]
+        if not keep:
+            smallest = min(p[0] * p[1] for p in ip.image_grid_pinpoints)
+            raise UserError(f"--max-pixels {max_pixels}: {type(processor).__name__}'s smallest any-res grid "
+                            f"has {smallest} pixels; use --max-pixels >= {smallest}")
+        ip.image_grid_pinpoints = keep
+    return {"max_pixels": max_pixels, "image_grid_pinpoints": [list(p) for p in ip.image_grid_pinpoints]}
+
+
+def _internvl_budget(processor: Any, min_pixels: int | None, max_pixels: int | None) -> dict[str, Any]:
+    """InternVL: tiles of the tile size; max tiles = max_pixels // tile area, min tiles likewise (ceil)."""
+    ip = processor.image_processor
+    area = ip.size["height"] * ip.size["width"]
+    if max_pixels is not None:
+        if max_pixels < area:
+            raise UserError(f"--max-pixels {max_pixels}: {type(processor).__name__} tiles images into "
+                            f"{ip.size['height']}x{ip.size['width']} tiles; use --max-pixels >= {area}")
+        ip.max_patches = max_pixels // area
+    if min_pixels is not None:
+        ip.min_patches = min(max(1, -(-min_pixels // area)), ip.max_patches)
+    return {"min_pixels": min_pixels, "max_pixels": max_pixels, "min_patches": ip.min_patches,
+            "max_patches": ip.max_patches}
+
+
+def _edge_budget(key: str) -> Callable[[Any, int | None, int | None], dict[str, Any]]:
+    """Idefics3 / SmolVLM / Pixtral: a longest edge; max_pixels → the edge of a square of that area,
+    rounded down to the processor's unit (tile edge or patch size)."""
+
+    def budget(processor: Any, min_pixels: int | None, max_pixels: int | None) -> dict[str, Any]:
+        ip = processor.image_processor
+        _no_min(processor, min_pixels, "it takes a longest edge, from --max-pixels")
+        if max_pixels is not None:
+            unit = (ip.max_image_size["longest_edge"] if key == "tile"
+                    else getattr(processor, "patch_size", 14) * getattr(processor, "spatial_merge_size", 1))
+            edge = int(max_pixels**0.5) // unit * unit
+            if edge < unit:
+                raise UserError(f"--max-pixels {max_pixels}: {type(processor).__name__} needs at least a "
+                                f"{unit}x{unit} image; use --max-pixels >= {unit * unit}")
+            ip.size = {**dict(ip.size), "longest_edge": edge}
+        return {"max_pixels": max_pixels, "longest_edge": ip.size["longest_edge"]}
+
+    return budget
+
+
+def _fixed_budget(processor: Any, min_pixels: int | None, max_pixels: int | None) -> dict[str, Any]:
+    """Gemma 3: every image is resized to one fixed size (a fixed number of visual tokens): no budget."""
+    ip = processor.image_processor
+    if min_pixels is not None or max_pixels is not None:
+        raise UserError(f"--min-pixels/--max-pixels: {type(processor).__name__} resizes every image to "
+                        f"{ip.size['height']}x{ip.size['width']} (a fixed number of visual tokens; pan-and-scan "
+                        "crops are its only knob); drop the image budget")
+    return {"image_size": [ip.size["height"], ip.size["width"]]}
+
+
+def _token_budget(processor: Any, min_pixels: int | None, max_pixels: int | None) -> dict[str, Any]:
+    """LFM2-VL: sizes images by image-token and tile counts, not pixels: no pixel budget."""
+    ip = processor.image_processor
+    if min_pixels is not None or max_pixels is not None:
+        raise UserError(f"--min-pixels/--max-pixels: {type(processor).__name__} sizes images by image tokens "
+                        f"(min_image_tokens {ip.min_image_tokens}, max_image_tokens {ip.max_image_tokens}, "
+                        f"max_tiles {ip.max_tiles}), not pixels; drop the image budget")
+    return {"min_image_tokens": ip.min_image_tokens, "max_image_tokens": ip.max_image_tokens, "max_tiles": ip.max_tiles}
+
+
+def _boi_rows(enc: Encoding, processor: Any) -> list[int]:
+    """Gemma 3: one row per image (plus one per pan-and-scan crop), counted from the begin-of-image tokens."""
+    return _token_count_rows("boi_token", lambda p: 1)(enc, processor)
+
+
+QWEN_MARKERS = ("image_token", "video_token", "vision_start_token", "vision_end_token")
+
 FAMILIES: tuple[Family, ...] = (
     Family("qwen_vl", ("Qwen2VLProcessor", "Qwen2_5_VLProcessor", "Qwen3VLProcessor"),
-           image_rows=_grid_rows, image_keys=("image_grid_thw",)),
-    Family("gemma3", ("Gemma3Processor",), nested_images=True),
-    Family("smolvlm", ("SmolVLMProcessor",), nested_images=True),
-    Family("idefics3", ("Idefics3Processor",)),
-    Family("llava_onevision", ("LlavaOnevisionProcessor",)),  # rows by image_sizes + pinpoints
-    Family("internvl", ("InternVLProcessor",)),  # rows: tiles counted from the <img> spans
-    Family("pixtral", ("PixtralProcessor",)),  # rows by image_sizes
+           image_rows=_grid_rows, image_keys=("image_grid_thw",), marker_tokens=QWEN_MARKERS,
+           shares_features=True, budget=_qwen_budget),
+    Family("glm4v", ("Glm4vProcessor",), image_rows=_grid_rows, image_keys=("image_grid_thw",),
+           marker_tokens=("image_token", "video_token"), shares_features=True, budget=_qwen_budget),
+    Family("gemma3", ("Gemma3Processor",), nested_images=True, image_rows=_boi_rows,
+           marker_tokens=("image_token", "boi_token", "eoi_token"), feature_token=("tokenizer", "image_token"),
+           budget=_fixed_budget),
+    Family("smolvlm", ("SmolVLMProcessor",), nested_images=True, per_sample_pixels=True,
+           marker_tokens=("image_token", "fake_image_token", "global_image_token", "video_token"),
+           budget=_edge_budget("tile")),
+    Family("idefics3", ("Idefics3Processor",), nested_images=True, per_sample_pixels=True,
+           marker_tokens=("image_token", "fake_image_token", "global_image_token"), budget=_edge_budget("tile")),
+    Family("llava_onevision", ("LlavaOnevisionProcessor",), image_rows=_one_row_per_image,
+           image_keys=("image_sizes",), sample_keys=("batch_num_images",), trim=_llava_trim, budget=_llava_budget),
+    Family("internvl", ("InternVLProcessor",),
+           image_rows=_token_count_rows("image_token", lambda p: int(p.image_seq_length)),
+           marker_tokens=("image_token", "start_image_token", "end_image_token", "video_token"),
+           budget=_internvl_budget),
+    Family("lfm2_vl", ("Lfm2VlProcessor",), nested_images=True, image_rows=_lfm2_rows,
+           row_keys=("pixel_attention_mask", "spatial_shapes"),
+           marker_tokens=("image_token", "image_start_token", "image_end_token", "image_thumbnail_token"),
+           budget=_token_budget),
+    Family("pixtral", ("PixtralProcessor",), image_rows=_one_row_per_image,
+           image_keys=("image_sizes",), trim=_pixtral_trim,
+           marker_tokens=("image_token", "image_break_token", "image_end_token"), budget=_edge_budget("patch")),
 )
 OTHER = Family("other", ())
 
@@ -66,15 +270,18 @@ def family(processor: Any) -> Family:
     return next((f for f in FAMILIES if names.intersection(f.processors)), OTHER)
 
 
-def family_of(enc: Encoding) -> Family:
-    """The family whose per-image layout `enc` has (known only for the families with `image_rows`)."""
-    for f in FAMILIES:
-        if f.image_rows is not None and all(k in enc for k in f.image_keys):
-            return f
-    known = ", ".join(f.name for f in FAMILIES if f.image_rows is not None)
+def family_of(enc: Encoding, processor: Any = None) -> Family:
+    """The family of `processor` (or, without one, of an encoding laid out by `image_grid_thw`), which must
+    know how `pixel_values` splits per image."""
+    fam = family(processor) if processor is not None else next(
+        (f for f in FAMILIES if f.image_keys == ("image_grid_thw",) and "image_grid_thw" in enc), OTHER)
+    if fam.image_rows is not None or fam.per_sample_pixels:
+        return fam
+    known = ", ".join(f.name for f in FAMILIES if f.image_rows is not None or f.per_sample_pixels)
+    what = type(processor).__name__ if processor is not None else "an encoding without its processor"
     raise UserError(
-        f"cannot split pixel_values per image for inputs with keys {', '.join(sorted(enc))}: training supports "
-        f"the {known} families so far"
+        f"cannot split pixel_values per image for inputs with keys {', '.join(sorted(enc))} ({what}): training "
+        f"supports the {known} families"
     )
 
 
@@ -149,14 +356,10 @@ def encode(
 
 def image_token_id(processor: Any) -> int | None:
     """The id of the placeholder token an image's features replace (one per visual token), or None."""
-    tid = getattr(processor, "image_token_id", None)
-    if isinstance(tid, int):
-        return tid
-    tok = getattr(processor, "image_token", None)
-    if isinstance(tok, str):
-        tid = processor.tokenizer.convert_tokens_to_ids(tok)
-        return tid if isinstance(tid, int) and tid != processor.tokenizer.unk_token_id else None
-    return None
+    owner, attr = family(processor).feature_token
+    if owner == "tokenizer":
+        return _token_id(processor.tokenizer, attr) if hasattr(processor, "tokenizer") else None
+    return _token_id(processor, attr)
 
 
 def count_visual_tokens(processor: Any, input_ids: torch.Tensor) -> list[int] | None:
@@ -210,29 +413,118 @@ def append_completion(inputs: Encoding, tokens: torch.Tensor, mask: torch.Tensor
     return out
 
 
-def image_chunks(enc: Encoding) -> list[torch.Tensor]:
-    """`pixel_values` split into each image's rows (the family rule of `family_of`)."""
-    rows = family_of(enc).image_rows(enc)  # type: ignore[misc]
-    return list(enc["pixel_values"].split(rows))
+def image_chunks(enc: Encoding, processor: Any = None) -> list[torch.Tensor]:
+    """`pixel_values` split into each image's part, padding removed (the rule of `family_of`): each chunk is
+    what encoding that image alone gives."""
+    fam = family_of(enc, processor)
+    pv = enc["pixel_values"]
+    if fam.per_sample_pixels:
+        return [pv[i, : _real_tiles(enc, i)] for i in range(pv.shape[0])]
+    rows = fam.image_rows(enc, processor)  # type: ignore[misc]
+    if sum(rows) != pv.shape[0]:
+        raise UserError(f"{fam.name}: the images' rows {rows} do not add up to pixel_values' {pv.shape[0]}")
+    chunks = list(pv.split(rows))
+    if fam.trim is not None:  # padding removed (LLaVA-OneVision: patches; Pixtral: pixels)
+        chunks = [fam.trim(enc, i, c, processor) for i, c in enumerate(chunks)]
+    return chunks
 
 
-def per_image_keys(enc: Encoding) -> tuple[str, ...]:
+def per_image_keys(enc: Encoding, processor: Any = None) -> tuple[str, ...]:
     """The tensors of `enc` with one row per image (selected together with the image's pixel rows)."""
-    return family_of(enc).image_keys
+    return family_of(enc, processor).image_keys
 
 
-def set_image_budget(processor: Any, min_pixels: int | None, max_pixels: int | None) -> dict[str, int | None]:
-    """Apply the image budget to a Qwen-VL style image processor; returns the budget in force."""
-    ip = getattr(processor, "image_processor", processor)
-    size = dict(getattr(ip, "size", None) or {})
-    if max_pixels is not None:
-        size["longest_edge"] = max_pixels
-        if hasattr(ip, "max_pixels"):
-            ip.max_pixels = max_pixels
-    if min_pixels is not None:
-        size["shortest_edge"] = min_pixels
-        if hasattr(ip, "min_pixels"):
-            ip.min_pixels = min_pixels
-    if size:
-        ip.size = size
-    return {"min_pixels": size.get("shortest_edge"), "max_pixels": size.get("longest_edge")}
+def _stack_padded(chunks: list[torch.Tensor]) -> torch.Tensor:
+    """Chunks (1 or more leading rows each) zero-padded to a common shape and stacked on a new dim 0."""
+    shape = [max(c.shape[d] for c in chunks) for d in range(chunks[0].dim())]
+    out = chunks[0].new_zeros((len(chunks), *shape))
+    for i, c in enumerate(chunks):
+        out[(i, *(slice(0, n) for n in c.shape))] = c
+    return out
+
+
+def select_images(enc: Encoding, idx: Sequence[int], processor: Any = None) -> Encoding:
+    """The image tensors of prompts `idx` of `enc` (one image per prompt; a prompt may repeat), laid out as
+    the family's processor would for those prompts: `pixel_values`, the per-image tensors (`image_grid_thw`,
+    `image_sizes`, ...) and the family's other per-sample tensors (`pixel_attention_mask`,
+    `batch_num_images`)."""
+    fam = family_of(enc, processor)
+    chunks = image_chunks(enc, processor)
+    idx = list(idx)
+    pick = [chunks[i] for i in idx]
+    out: Encoding = {}
+    if fam.per_sample_pixels:
+        out["pixel_values"] = _stack_padded(pick)
+        if "pixel_attention_mask" in enc:
+            masks = [enc["pixel_attention_mask"][i, : len(chunks[i])] for i in idx]
+            out["pixel_attention_mask"] = _stack_padded(masks)
+    elif fam.trim is not None:
+        out["pixel_values"] = _stack_padded([c[0] for c in pick])
+    else:
+        out["pixel_values"] = torch.cat(pick)
+    if fam.row_keys:
+        rows = [len(c) for c in chunks]
+        for k in fam.row_keys:
+            if k in enc:
+                parts = enc[k].split(rows)
+                out[k] = torch.cat([parts[i] for i in idx])
+    index = torch.tensor(idx, device=enc["input_ids"].device)
+    for k in (*fam.image_keys, *fam.sample_keys):
+        if k in enc:
+            out[k] = enc[k][index.to(enc[k].device)]
+    return out
+
+
+def _token_id(processor: Any, attr: str) -> int | None:
+    """The id of the token the processor (or its tokenizer) names `attr` (e.g. "image_token"), or None.
+    `processor` may be a tokenizer itself."""
+    tok = getattr(processor, "tokenizer", processor)
+    for owner in (processor, tok):
+        tid = getattr(owner, f"{attr}_id", None)
+        if isinstance(tid, int):
+            return tid
+    for owner in (processor, tok):
+        text = getattr(owner, attr, None)
+        if isinstance(text, str):
+            tid = tok.convert_tokens_to_ids(text)
+            if isinstance(tid, int) and tid != tok.unk_token_id:
+                return tid
+    return None
+
+
+CONFIG_MARKER_KEYS = ("image_token_id", "image_token_index", "video_token_id", "video_token_index",
+                      "vision_start_token_id", "vision_end_token_id", "boi_token_index", "eoi_token_index",
+                      "image_start_token_id", "image_end_token_id", "video_start_token_id", "video_end_token_id")
+
+
+def image_marker_ids(processor: Any, config: Any = None) -> list[int]:
+    """Ids of the tokens that stand for or delimit an image/video (placeholders, begin/end, breaks): the
+    family's named tokens, plus the model config's `*_token_id`/`*_token_index` of that kind."""
+    ids = {_token_id(processor, a) for a in family(processor).marker_tokens}
+    if config is not None:
+        ids |= {getattr(config, k, None) for k in CONFIG_MARKER_KEYS}
+    return sorted(int(i) for i in ids if isinstance(i, int))
+
+
+def set_image_budget(processor: Any, min_pixels: int | None, max_pixels: int | None) -> dict[str, Any]:
+    """Apply `--min-pixels/--max-pixels` as the processor understands an image budget, and return the budget
+    in force (JSON values, for config.json): Qwen-VL/GLM pixel budgets; LLaVA-OneVision the any-res grids
+    that fit; InternVL tile counts; Idefics3/SmolVLM/Pixtral a longest edge. A processor with no such knob
+    (Gemma 3's fixed size, an unknown family) refuses a budget with a one-line `UserError`."""
+    fam = family(processor)
+    if fam.budget is not None:
+        return fam.budget(processor, min_pixels, max_pixels)
+    ip = getattr(processor, "image_processor", None)
+    if ip is not None and {"min_pixels", "max_pixels"} <= set(vars(ip)):  # Qwen-style image processor
+        return _qwen_budget(processor, min_pixels, max_pixels)
+    if min_pixels is not None or max_pixels is not None:
+        raise UserError(f"--min-pixels/--max-pixels: no image budget is known for {type(processor).__name__} "
+                        f"({type(ip).__name__}); drop the image budget")
+    return {}
+
+
+def apply_image_budget(model: Any, budget: Mapping[str, Any]) -> None:
+    """Settings of the budget the model itself must share with its processor (LLaVA-OneVision's any-res
+    grid pinpoints, from which it recomputes each image's patch count)."""
+    if "image_grid_pinpoints" in budget and hasattr(model.config, "image_grid_pinpoints"):
+        model.config.image_grid_pinpoints = [list(p) for p in budget["image_grid_pinpoints"]]

@@ -64,14 +64,65 @@ def model_label(name: str, path: str) -> str:
     return f"model {path}" if name == path else f"model {name!r} ({path})"
 
 
-def load_config(path: str, name: str, revision: str | None = None) -> Any:
-    """The model's transformers config; a missing, unreadable or unknown one is a one-line `UserError`."""
+REMOTE_CODE_FILES = ("config.json", "processor_config.json", "preprocessor_config.json", "tokenizer_config.json")
+TRUST_FLAG = "--trust-remote-code"
+
+
+def remote_code_classes(path: str) -> list[str]:
+    """The classes a local model folder's `auto_map` entries name that transformers does not have (i.e. code the
+    checkpoint ships itself); [] for a Hub id, a folder without `auto_map`, or one naming only native classes."""
+    import transformers
+
+    found: list[str] = []
+    for name in REMOTE_CODE_FILES:
+        try:
+            data = json.loads((Path(path) / name).read_text())
+        except (OSError, ValueError):
+            continue
+        auto_map = data.get("auto_map") if isinstance(data, dict) else None
+        if not isinstance(auto_map, dict):
+            continue
+        for ref in auto_map.values():
+            for r in ref if isinstance(ref, list) else [ref]:
+                cls = r.split(".")[-1] if isinstance(r, str) else None
+                if cls and not hasattr(transformers, cls) and cls not in found:
+                    found.append(cls)
+    return found
+
+
+def check_remote_code(path: str, name: str, trust_remote_code: bool) -> None:
+    """A checkpoint that needs its own Python code runs only with `--trust-remote-code`: a one-line `UserError`."""
+    if trust_remote_code:
+        return
+    classes = remote_code_classes(path)
+    if classes:
+        raise UserError(
+            f"{model_label(name, path)} needs its own Python code ({', '.join(classes)} in auto_map): pass "
+            f"{TRUST_FLAG} to run it (only for a checkpoint you trust), or use the model's transformers-native "
+            "version"
+        )
+
+
+def _remote_code_error(e: BaseException, path: str, name: str) -> UserError | None:
+    """transformers' refusal of remote code (e.g. for a Hub id) as our one-line error naming the flag."""
+    if "trust_remote_code" in str(e):
+        return UserError(f"{model_label(name, path)} needs its own Python code: pass {TRUST_FLAG} to run it "
+                         "(only for a checkpoint you trust)")
+    return None
+
+
+def load_config(path: str, name: str, revision: str | None = None, trust_remote_code: bool = False) -> Any:
+    """The model's transformers config; a missing, unreadable or unknown one, or one that needs remote code
+    without `trust_remote_code`, is a one-line `UserError`."""
     from transformers import AutoConfig, __version__
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
+    check_remote_code(path, name, trust_remote_code)
     try:
-        return AutoConfig.from_pretrained(path, revision=revision)
+        return AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError) as e:
+        if (err := _remote_code_error(e, path, name)) is not None:
+            raise err from None
         model_type = _local_model_type(path)
         if model_type is not None and model_type not in CONFIG_MAPPING_NAMES:
             raise UserError(
@@ -81,13 +132,16 @@ def load_config(path: str, name: str, revision: str | None = None) -> Any:
         raise UserError(f"cannot load the config of {model_label(name, path)}: {first_line(e)}") from None
 
 
-def load_processor(path: str, name: str, revision: str | None = None) -> Any:
+def load_processor(path: str, name: str, revision: str | None = None, trust_remote_code: bool = False) -> Any:
     """The model's processor, which must carry a chat template; any failure is a one-line `UserError`."""
     from transformers import AutoProcessor
 
+    check_remote_code(path, name, trust_remote_code)
     try:
-        processor = AutoProcessor.from_pretrained(path, revision=revision)
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        processor = AutoProcessor.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError, TypeError, ImportError) as e:
+        if (err := _remote_code_error(e, path, name)) is not None:
+            raise err from None
         raise UserError(f"cannot load the processor of {model_label(name, path)}: {first_line(e)}") from None
     check_chat_template(processor, path, name)
     return processor
@@ -109,3 +163,12 @@ def _local_model_type(path: str) -> str | None:
     except (OSError, ValueError, AttributeError):
         return None
     return value if isinstance(value, str) else None
+
+
+def template_hash(template: str | None, kwargs: dict[str, Any] | None = None) -> str | None:
+    """Short hash of the prompt's chat template together with its extra variables (`--chat-template-kwargs`
+    change the prompt, so they are part of a run's identity); without kwargs, the template's hash alone."""
+    if not template:
+        return None
+    text = template + ("\0" + json.dumps(kwargs, sort_keys=True) if kwargs else "")
+    return hashlib.sha256(text.encode()).hexdigest()[:12]

@@ -18,6 +18,12 @@ OpenAI-compatible /v1 base, or does not serve `cfg.model`. 429/5xx answers are r
 ("max_tokens" or "max_completion_tokens"), extra_body (dict merged into every request body),
 preflight (default true; false -- `--no-preflight` on the command line -- skips the model listing, for
 servers that do not implement /models).
+
+`cfg.chat_template_kwargs` (`--chat-template-kwargs`) travel in every request body as
+`chat_template_kwargs`, the field `vllm serve` (and SGLang) pass to the model's chat template; a key of
+`extra_body` of the same name wins. The server renders the template, so `visual_tokens` stays None (the
+chat-completions answer does not say how many tokens an image became) and `trust_remote_code` is the
+server's own setting (recorded as asked, not applied here).
 """
 
 from __future__ import annotations
@@ -169,6 +175,8 @@ class OpenAIBackend:
         self.backoff = Backoff(float(cfg.extra.get("backoff_base", 1.0)), float(cfg.extra.get("backoff_max", 30.0)))
         self.max_tokens_param = str(cfg.extra.get("max_tokens_param", "max_tokens"))
         self.extra_body = dict(cfg.extra.get("extra_body") or {})
+        if cfg.chat_template_kwargs:
+            self.extra_body.setdefault("chat_template_kwargs", dict(cfg.chat_template_kwargs))
         self._key = os.environ.get(opts.api_key_env) or None
         headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
         self.client = httpx.Client(
@@ -240,6 +248,8 @@ class OpenAIBackend:
             "image_budget": {"min_pixels": self.cfg.min_pixels, "max_pixels": self.cfg.max_pixels, "applied": "client"},
             "image_format": IMAGE_FORMAT,
             "chat_template_hash": None,
+            "chat_template_kwargs": dict(self.cfg.chat_template_kwargs),
+            "trust_remote_code": self.cfg.trust_remote_code,
             "concurrency": self.opts.concurrency,
             "timeout": self.opts.timeout,
             "max_retries": self.opts.max_retries,

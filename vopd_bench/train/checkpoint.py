@@ -52,6 +52,59 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+# vision towers whose Hub checkpoints nest the tower's weights under `vision_tower.vision_model.`: vLLM's
+# loaders expect that layout, while transformers 5 saves `vision_tower.*` (and loads either)
+NESTED_VISION_TOWERS = ("siglip_vision_model", "siglip2_vision_model", "clip_vision_model")
+
+
+def nests_vision_tower(config: Any) -> bool:
+    """Whether a model config's vision tower is saved nested (`vision_tower.vision_model.*`) on the Hub."""
+    vision = config.get("vision_config") if isinstance(config, dict) else getattr(config, "vision_config", None)
+    kind = vision.get("model_type") if isinstance(vision, dict) else getattr(vision, "model_type", None)
+    return kind in NESTED_VISION_TOWERS
+
+
+def hub_key(key: str) -> str:
+    """A weight name with a SigLIP/CLIP tower's `vision_tower.` prefix nested as on the Hub (whether the name
+    starts with it, as saved, or has it under `model.`, as in the live model)."""
+    for head in ("vision_tower.", "model.vision_tower."):
+        if key.startswith(head) and not key.startswith(head + "vision_model."):
+            return head + "vision_model." + key[len(head):]
+    return key
+
+
+def to_hub_layout(folder: Path) -> bool:
+    """Rename a saved model's SigLIP/CLIP vision-tower weights `vision_tower.X` -> `vision_tower.vision_model.X`
+    (the Hub layout vLLM loads; transformers loads both), in place; True when something was renamed."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    try:
+        cfg = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if not nests_vision_tower(cfg):
+        return False
+    rename = hub_key
+    changed = False
+    for f in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(f), "pt") as fh:
+            keys = list(fh.keys())
+            if all(rename(k) == k for k in keys):
+                continue
+            meta = fh.metadata() or {"format": "pt"}
+            tensors = {rename(k): fh.get_tensor(k) for k in keys}
+        save_file(tensors, str(f), metadata=meta)
+        changed = True
+    index = folder / "model.safetensors.index.json"
+    if changed and index.is_file():
+        data = json.loads(index.read_text())
+        data["weight_map"] = {rename(k): v for k, v in data.get("weight_map", {}).items()}
+        index.write_text(json.dumps(data, indent=2) + "\n")
+    return changed
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)

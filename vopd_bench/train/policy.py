@@ -31,6 +31,35 @@ def sharded(cfg: OPDConfig) -> bool:
     return cfg.distributed == "fsdp" and dist.world_size() > 1
 
 
+def check_remote_code(cfg: OPDConfig) -> None:
+    """A local checkpoint whose architecture exists only as its own Python code (config.json `auto_map`, a
+    model_type transformers does not know) needs `trust_remote_code: true`: say so in one line, up front."""
+    import json
+
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    if cfg.trust_remote_code:
+        return
+    try:
+        conf = json.loads((Path(resolve_model(cfg.model)) / "config.json").read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(conf, dict) and conf.get("auto_map") and conf.get("model_type") not in CONFIG_MAPPING_NAMES:
+        raise UserError(f"model {cfg.model!r} (model_type {conf.get('model_type')!r}) runs its own Python code: "
+                        "pass trust_remote_code=true to run it (only for a checkpoint you trust)")
+
+
+def check_family(processor: Any, cfg: OPDConfig) -> None:
+    """Training splits each prompt's image out of a batch, by the family's rule (`inputs.FAMILIES`): refuse
+    a processor with no known rule before anything is loaded, not at the first rollout."""
+    from vopd_bench import inputs
+
+    if inputs.family(processor).name == inputs.OTHER.name:
+        known = ", ".join(f.name for f in inputs.FAMILIES)
+        raise UserError(f"model {cfg.model!r}: training does not know how {type(processor).__name__} lays out "
+                        f"images per prompt (known families: {known}); evaluate it with vopd-bench eval instead")
+
+
 def load_base(cfg: OPDConfig, device: str, path: str | None = None) -> Any:
     """The model at `path` (default: the config's model) on `device`, in the parameter dtype; under FSDP
     loaded on the CPU and sharded onto `device` (each process keeps its shard)."""
@@ -41,10 +70,16 @@ def load_base(cfg: OPDConfig, device: str, path: str | None = None) -> Any:
     dtype = runtime.torch_dtype(cfg.dtype, device, auto="float32")
     try:
         model = AutoModelForImageTextToText.from_pretrained(
-            src, revision=None if path else cfg.revision, dtype=dtype
+            src, revision=None if path else cfg.revision, dtype=dtype, trust_remote_code=cfg.trust_remote_code
         )
-    except OSError as e:
-        raise UserError(f"cannot load model {src!r}: {str(e).splitlines()[0]}") from None
+    except (OSError, ValueError) as e:
+        hint = " (pass trust_remote_code: true for a checkpoint with its own code)" if "trust_remote_code" in str(e) \
+            else ""
+        raise UserError(f"cannot load model {src!r}: {str(e).splitlines()[0]}{hint}") from None
+    if cfg.max_pixels is not None and path is None:  # settings the model shares with its processor's budget
+        from vopd_bench.inputs import apply_image_budget
+
+        apply_image_budget(model, processor_and_budget(cfg)[1])
     if sharded(cfg):
         return model  # the caller shards it (after adding a LoRA adapter, if any)
     return model.to(device)
@@ -59,17 +94,46 @@ def shard(cfg: OPDConfig, model: Any, device: str, trained: bool = True) -> Any:
 
 
 def load_processor(cfg: OPDConfig) -> Any:
+    """The model's processor with the run's image budget applied."""
+    return processor_and_budget(cfg)[0]
+
+
+def processor_and_budget(cfg: OPDConfig) -> tuple[Any, dict[str, Any]]:
+    """The model's processor with the run's image budget (`max_pixels`) applied, and the budget in force
+    (`inputs.set_image_budget`: JSON values; a processor with no such knob refuses with a `UserError`)."""
     from transformers import AutoProcessor
 
     from vopd_bench.inputs import set_image_budget
 
+    check_remote_code(cfg)
     try:
-        proc = AutoProcessor.from_pretrained(resolve_model(cfg.model), revision=cfg.revision)
-    except OSError as e:
+        proc = AutoProcessor.from_pretrained(resolve_model(cfg.model), revision=cfg.revision,
+                                             trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as e:
         raise UserError(f"cannot load the processor of {cfg.model!r}: {str(e).splitlines()[0]}") from None
     proc.tokenizer.padding_side = "left"
-    set_image_budget(proc, None, cfg.max_pixels)
-    return proc
+    return proc, set_image_budget(proc, None, cfg.max_pixels)
+
+
+# module names (the last part) of a language model's linear layers that a LoRA adapter never targets: MoE routers
+NOT_LORA = ("gate", "router", "lm_head")
+
+
+def lora_targets(model: Any, requested: Any) -> Any:
+    """peft `target_modules`: "all-linear" becomes the language model's linear layers only (peft's own
+    all-linear also adapts the vision tower and projector, whose layers differ per family); anything else as
+    given. Falls back to "all-linear" for a model with no recognisable language model."""
+    if requested != "all-linear":
+        return requested
+    names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)
+             and any(part in ("language_model", "text_model") for part in n.split("."))
+             and n.rsplit(".", 1)[-1] not in NOT_LORA]
+    if not names:
+        log.warning("lora: no language_model/text_model linear layers in %s; using peft's all-linear",
+                    type(model).__name__)
+        return requested
+    suffixes = sorted({n.rsplit(".", 1)[-1] for n in names})
+    return rf"^(?:.*\.)?(?:language_model|text_model)\..*\.(?:{'|'.join(suffixes)})$"
 
 
 class Policy:
@@ -79,7 +143,8 @@ class Policy:
     def __init__(self, cfg: OPDConfig, device: str, resume_from: Path | None = None) -> None:
         self.cfg = cfg
         self.device = device
-        self.processor = load_processor(cfg)
+        self.processor, self.image_budget = processor_and_budget(cfg)  # the budget: for config.json
+        check_family(self.processor, cfg)
         self.lora = cfg.lora
         if cfg.lora:
             self.model = self._lora_model(resume_from)
@@ -108,7 +173,7 @@ class Policy:
             r=self.cfg.lora_r,
             lora_alpha=self.cfg.lora_alpha,
             lora_dropout=self.cfg.lora_dropout,
-            target_modules=self.cfg.lora_target_modules,
+            target_modules=lora_targets(base, self.cfg.lora_target_modules),
             bias="none",
         )
         try:
@@ -156,13 +221,16 @@ class Policy:
         the live weights) and the adapter itself in `adapter/` (what a resumed run loads). `state`: the
         model's full state dict when the live one is sharded (`full_state_dict()`, gathered by all ranks).
         """
+        from vopd_bench.train.checkpoint import to_hub_layout
+
         folder.mkdir(parents=True, exist_ok=True)
         self.processor.save_pretrained(folder)
         if not self.lora:
             self.model.save_pretrained(folder, state_dict=state)
-            return
-        self.model.save_pretrained(folder / ADAPTER_DIR, state_dict=state)
-        self.model.get_base_model().save_pretrained(folder, state_dict=merged_state_dict(self.model, state))
+        else:
+            self.model.save_pretrained(folder / ADAPTER_DIR, state_dict=state)
+            self.model.get_base_model().save_pretrained(folder, state_dict=merged_state_dict(self.model, state))
+        to_hub_layout(folder)
 
     def full_state_dict(self) -> dict[str, torch.Tensor] | None:
         """Under FSDP: the whole state dict on rank 0 (a collective: every rank calls it); else None."""

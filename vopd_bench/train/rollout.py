@@ -55,18 +55,23 @@ class Rollouts:
 
 
 def encode(policy: Policy, images: list[Image.Image], prompts: list[Prompt]) -> Encoding:
-    """The eval's model inputs (`inputs.encode`) for each prompt shown as its image, on the policy's device."""
-    return inputs.encode(policy.processor, [p.request(im) for p, im in zip(prompts, images)], device=policy.device)
+    """The eval's model inputs (`inputs.encode`, with the run's chat-template variables) for each prompt shown
+    as its image, on the policy's device."""
+    kwargs = dict(getattr(getattr(policy, "cfg", None), "chat_template_kwargs", None) or {})
+    return inputs.encode(policy.processor, [p.request(im) for p, im in zip(prompts, images)], device=policy.device,
+                         chat_template_kwargs=kwargs)
 
 
-def repeat_encoding(enc: Encoding, n: int) -> Encoding:
-    """Each prompt (and its image patches) repeated n times in place: rows [p0]*n + [p1]*n + ..."""
+def repeat_encoding(enc: Encoding, n: int, processor: Any = None) -> Encoding:
+    """Each prompt (and its image) repeated n times in place: rows [p0]*n + [p1]*n + ... (the image tensors
+    laid out per the family of `processor`: `inputs.select_images`)."""
     if n == 1:
         return dict(enc)
+    images = inputs.select_images(enc, [i for i in range(len(enc["input_ids"])) for _ in range(n)], processor)
     out: Encoding = {}
     for k, v in enc.items():
-        if k == "pixel_values":
-            out[k] = torch.cat([chunk for chunk in inputs.image_chunks(enc) for _ in range(n)])
+        if k in images:
+            out[k] = images[k]
         elif torch.is_tensor(v):
             out[k] = v.repeat_interleave(n, dim=0)
         else:
@@ -87,12 +92,9 @@ def pad_id(policy: Policy) -> int:
 
 
 def multimodal_token_ids(policy: Policy) -> list[int]:
-    """Image/video placeholder ids: a response must never contain them (teacher forcing would treat
-    them as image slots), so sampling suppresses them."""
-    cfg = policy.model.config
-    keys = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
-    ids = [getattr(cfg, k, None) for k in keys]
-    return sorted({int(i) for i in ids if i is not None})
+    """Image/video placeholder, begin/end and break ids of the policy's family: a response must never contain
+    them (teacher forcing would treat them as image slots), so sampling suppresses them."""
+    return inputs.image_marker_ids(policy.processor, _hf_model(policy.model).config)
 
 
 def response_mask(tokens: torch.Tensor, eos: list[int]) -> torch.Tensor:
@@ -108,7 +110,7 @@ def sample_hf(
 ) -> Rollouts:
     """n responses per prompt from HF generate (`enc` is the unrepeated full-image encoding). `synced`:
     the model is sharded, so every process keeps stepping (forwards are collectives) until all are done."""
-    rep = repeat_encoding(enc, n)
+    rep = repeat_encoding(enc, n, policy.processor)
     policy.model.eval()
     policy.reset_rope()
     with policy.autocast():
@@ -150,36 +152,48 @@ def _hf_model(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def shares_image_features(model: Any) -> bool:
-    """Whether the model accepts precomputed image features (`mm_encoder_outputs`, transformers >= 5.19
-    Qwen-VL family): then each prompt's image is encoded once for its n rollouts, not n times."""
+def shares_image_features(model: Any, processor: Any = None) -> bool:
+    """Whether each prompt's image can be encoded once for its n rollouts: the model accepts precomputed
+    image features (`mm_encoder_outputs`) and they come per image (the grid families: Qwen-VL, GLM-4.1V;
+    Qwen3-VL's deepstack features included). Other families get their pixels once per row."""
     hf = _hf_model(model)
+    if processor is not None and not inputs.family(processor).shares_features:
+        return False
     return hasattr(hf, "get_image_features") and "mm_encoder_outputs" in inspect.signature(hf.forward).parameters
+
+
+def _select_features(feats: Any, pos: list[int]) -> Any:
+    """The per-image image-encoder output `feats` (pooler_output, and Qwen3-VL's per-layer deepstack
+    features: tuples with one entry per image) for images `pos`, in that order."""
+    fields = {"pooler_output": [feats.pooler_output[p] for p in pos]}
+    deep = getattr(feats, "deepstack_features", None)
+    if deep is not None:
+        fields["deepstack_features"] = [[layer[p] for p in pos] for layer in deep]
+    return type(feats)(**fields)
 
 
 def row_inputs(scorer: Any, enc: Encoding, n: int, rows: range) -> Encoding:
     """Model inputs for rollout rows `rows` (row r belongs to prompt r // n of the unrepeated `enc`),
-    left padding trimmed; image features computed here (under the caller's grad mode) once per prompt."""
-    idx = torch.tensor([r // n for r in rows])
-    out: Encoding = {k: enc[k][idx] for k in ("input_ids", "attention_mask", *inputs.TOKEN_TYPE_KEYS) if k in enc}
+    left padding trimmed; image features computed here (under the caller's grad mode) once per prompt
+    where the family allows (`shares_image_features`), else the prompt's pixels per row."""
+    processor = getattr(scorer, "processor", None)
+    idx = [r // n for r in rows]
+    index = torch.tensor(idx, device=enc["input_ids"].device)
+    out: Encoding = {k: enc[k][index] for k in ("input_ids", "attention_mask", *inputs.TOKEN_TYPE_KEYS) if k in enc}
     keep = int(out["attention_mask"].sum(1).max())
     out = {k: v[:, -keep:] for k, v in out.items()}
-    chunks = inputs.image_chunks(enc)
-    uniq = sorted(set(idx.tolist()))
-    for k in inputs.per_image_keys(enc):  # one image per prompt: image i is prompt i's
-        out[k] = enc[k][idx]
-    grid = enc["image_grid_thw"]
-    if not shares_image_features(scorer.model):
-        out["pixel_values"] = torch.cat([chunks[i] for i in idx.tolist()])
-        return out
-    from transformers.modeling_outputs import BaseModelOutputWithPooling
-
+    if not shares_image_features(scorer.model, processor):
+        return {**out, **inputs.select_images(enc, idx, processor)}
+    uniq = sorted(set(idx))
+    images = inputs.select_images(enc, uniq, processor)
+    for k in inputs.per_image_keys(enc, processor):  # one image per prompt: image i is prompt i's
+        out[k] = enc[k][index.to(enc[k].device)]
     with scorer.autocast() if hasattr(scorer, "autocast") else contextlib.nullcontext():
         feats = _hf_model(scorer.model).get_image_features(
-            torch.cat([chunks[i] for i in uniq]), grid[uniq], return_dict=True
-        ).pooler_output
+            images["pixel_values"], images["image_grid_thw"], return_dict=True
+        )
     pos = {p: j for j, p in enumerate(uniq)}
-    out["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=[feats[pos[i]] for i in idx.tolist()])}
+    out["mm_encoder_outputs"] = {"image": _select_features(feats, [pos[i] for i in idx])}
     return out
 
 

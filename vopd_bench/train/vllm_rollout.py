@@ -40,7 +40,10 @@ class VLLMSampler:
         from vopd_bench.backends.vllm import VLLMBackend
 
         dtype = str(next(policy.model.parameters()).dtype).replace("torch.", "")
+        run = policy.cfg  # the engine renders prompts and loads the model as the policy does
         cfg = BackendConfig(model=model_path, dtype=dtype, max_pixels=max_pixels,
+                            trust_remote_code=bool(getattr(run, "trust_remote_code", False)),
+                            chat_template_kwargs=dict(getattr(run, "chat_template_kwargs", None) or {}),
                             extra={"in_process": True, "seed": 0, **extra})
         self.backend = VLLMBackend(cfg)
         self.llm = self.backend.llm
@@ -55,10 +58,13 @@ class VLLMSampler:
     def sync(self, policy: Policy) -> None:
         """Load the policy's current weights into the engine and drop caches made with the old ones."""
         t0 = time.perf_counter()
+        from vopd_bench.train.checkpoint import hub_key, nests_vision_tower
         from vopd_bench.train.fsdp import full
 
-        # whole tensors, one at a time (under FSDP each is gathered from the shards: a collective)
-        weights = ((k, full(v.detach())) for k, v in policy.model.state_dict().items())
+        # whole tensors, one at a time (under FSDP each is gathered from the shards: a collective), named as
+        # the engine's loader expects (SigLIP towers nested as on the Hub, like the saved checkpoints)
+        name = hub_key if nests_vision_tower(policy.model.config) else (lambda k: k)
+        weights = ((name(k), full(v.detach())) for k, v in policy.model.state_dict().items())
         # the worker's in-place reload; then every cache computed with the previous weights: the encoder
         # cache on both sides (scheduler and runner -- clearing only the runner's gives "Encoder cache
         # miss"), the multimodal processor caches and the KV prefix cache
