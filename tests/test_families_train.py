@@ -416,7 +416,7 @@ def test_remote_code_checkpoint_names_the_flag(synth_small: Path, tmp_path: Path
     assert done.returncode == 2, done.stderr[-2000:]
     errors = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "trust_remote_code=true" in errors[0] and "Traceback" not in done.stderr
-    assert not (out / "checkpoints").exists()
+    assert not (out / "checkpoints").exists() and not (out / "config.json").exists()  # nothing written
 
 
 def test_training_refuses_a_processor_without_a_family_rule() -> None:

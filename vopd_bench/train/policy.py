@@ -143,7 +143,7 @@ class Policy:
     def __init__(self, cfg: OPDConfig, device: str, resume_from: Path | None = None) -> None:
         self.cfg = cfg
         self.device = device
-        self.processor, self.image_budget = processor_and_budget(cfg)  # the budget: for config.json
+        self.processor, self.image_budget = processor_and_budget(cfg)
         check_family(self.processor, cfg)
         self.lora = cfg.lora
         if cfg.lora:

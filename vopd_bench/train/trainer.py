@@ -48,7 +48,7 @@ from vopd_bench.train.curve import (
 from vopd_bench.train.data import Prompt, load_prompts, prompts_provenance, render_prompt, step_indices
 from vopd_bench.train.logging_sinks import make_sinks
 from vopd_bench.train.objectives import MicroBatch, build_objectives, objective_class
-from vopd_bench.train.policy import Policy, pick_device
+from vopd_bench.train.policy import Policy, check_family, pick_device, processor_and_budget
 from vopd_bench.train.rollout import Rollouts, answer_entropy, encode, gold_rollouts, sample_hf
 from vopd_bench.train.rundir import TrainRun
 from vopd_bench.train.teacher import make_teacher
@@ -104,13 +104,19 @@ class Trainer:
         self.device = pick_device(cfg)
         dist.init(self.device)
         self.ckpt_root = self.out / "checkpoints"
+        # the processor, remote code, family and image budget are checked before anything is written
+        processor, self.image_budget = processor_and_budget(cfg)
+        check_family(processor, cfg)
+        del processor
         if dist.is_main():
-            self._write_config()
+            self._check_config()
             checkpoint.clean_partial(self.ckpt_root)
         dist.barrier()
         resume = checkpoint.latest(self.ckpt_root)
         torch.manual_seed(cfg.seed)  # a new LoRA adapter's initialisation: reproducible, the same on every rank
         self.policy = Policy(cfg, self.device, resume_from=resume)
+        if dist.is_main():
+            self._write_config()  # once the model loaded: with the LoRA targets it resolved
         self.vllm = None
         if cfg.rollout_backend == "vllm" and objective_class(cfg.objective).on_policy:
             from vopd_bench.train.vllm_rollout import VLLMSampler
@@ -156,9 +162,22 @@ class Trainer:
             },
             config=self.cfg.to_dict(),
             versions=package_versions(),
+            extra={"image_budget": self.image_budget, "lora_target_modules": self._lora_targets()},
         )
 
-    def _write_config(self) -> None:
+    def _lora_targets(self) -> list[str] | None:
+        """The module names the LoRA adapter resolved to (None without LoRA)."""
+        peft_config = getattr(getattr(getattr(self, "policy", None), "model", None), "peft_config", None)
+        if not peft_config:
+            return None
+        targets = next(iter(peft_config.values())).target_modules
+        return sorted(targets) if isinstance(targets, (set, list, tuple)) else targets
+
+    def _check_config(self) -> None:
+        """Refuse to continue a run directory that holds another configuration (before anything is loaded)."""
+        self._write_config(check_only=True)
+
+    def _write_config(self, check_only: bool = False) -> None:
         run, rec = TrainRun(self.out), self._config_record()
         try:
             prev = run.read_config()
@@ -176,7 +195,8 @@ class Trainer:
                     f"{self.out} holds a training run with another configuration ({'; '.join(diff[:3])}); "
                     "use another --out (or delete that folder)"
                 )
-        run.write_config(rec)
+        if not check_only:
+            run.write_config(rec)
 
     # ------------------------------------------------------------------ checkpoints
     def _load(self, folder: Path) -> None:
