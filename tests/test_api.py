@@ -17,6 +17,7 @@ from helpers import make_dataset
 import vopd_bench
 from vopd_bench.errors import UserError
 from vopd_bench.frames import SAMPLE_COLUMNS, gap_from_samples, results_frame
+from vopd_bench.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[1]
 LEGACY = ROOT / "tests" / "fixtures" / "legacy_eval_22542a9"
@@ -251,3 +252,16 @@ def test_hub_parquet_offline_without_a_cached_copy_is_one_line_error(tmp_path):
     err = p.stderr.strip().splitlines()
     assert len(err) == 1 and "nyu-visionx/CV-Bench" in err[0] and "through datasets" in err[0] and "--data" in err[0]
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("task", "hub"), [("pope", "lmms-lab/POPE"), ("mme_realworld", "MME-RealWorld"),
+                                           ("zoombench", "ZoomBench"), ("mmstar", "Lin-Chen/MMStar")])
+def test_hub_parquet_benchmarks_go_through_datasets(task, hub, tmp_path, monkeypatch):
+    """Without --data, every benchmark published as Parquet loads through `datasets` (offline here: its one-line
+    error, which names the route), not a raw snapshot download."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(UserError, match="through datasets") as e:
+        get_task(task).load_items(None)
+    assert hub in str(e.value) and "\n" not in str(e.value)

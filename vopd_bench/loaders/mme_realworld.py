@@ -15,6 +15,7 @@ from vopd_bench.loaders._tabular import (
     check_unique,
     find_files,
     image_source,
+    parquet_tables,
     parse_list,
     read_table,
     source,
@@ -26,8 +27,13 @@ COLUMNS = ("index", "question", "multi-choice options", "answer", "category")
 
 
 def load(spec: Any, data: Path | None) -> list[Item]:
+    if data is None:  # the Hub copy, through `datasets` (cache, revision pinning, fingerprint recorded)
+        tables = parquet_tables(spec, None, ["data/*.parquet"], [], LAYOUT, lazy=("bytes", "image"))
+        items = [it for t in tables for it in _items(spec.name, t)]
+        check_unique((it.id for it in items), spec.hub_id)
+        return items
     root = source(spec, data, ["data/*.parquet"])
-    items: list[Item] = []
+    items = []
     for path in find_files(root, ["data/*.parquet", "*.parquet", "*.tsv"], LAYOUT):
         items.extend(_items(spec.name, read_table(path, lazy=("bytes", "image"))))
     check_unique((it.id for it in items), root)

@@ -17,6 +17,7 @@ from vopd_bench.loaders._tabular import (
     find_files,
     image_source,
     is_missing,
+    parquet_tables,
     read_table,
     require_fields,
     source,
@@ -28,6 +29,11 @@ _ORIGINAL = re.compile(r"pope_(\w+?)\.jsonl?$")
 
 
 def load(spec: Any, data: Path | None) -> list[Item]:
+    if data is None:  # the Hub copy, through `datasets` (cache, revision pinning, fingerprint recorded)
+        tables = parquet_tables(spec, None, ["data/test-*.parquet"], [], LAYOUT, lazy=("image",))
+        items = [it for t in tables for it in _parquet_items(spec.name, t)]
+        check_unique((it.id for it in items), spec.hub_id)
+        return items
     root = source(spec, data, ["data/test-*.parquet"])
     files = find_files(root, ["data/test-*.parquet", "data/*.parquet", "*.parquet", "*pope_*.json", "*pope_*.jsonl"], LAYOUT)
     items: list[Item] = []

@@ -14,6 +14,7 @@ from vopd_bench.loaders._tabular import (
     find_files,
     image_source,
     is_missing,
+    parquet_tables,
     read_table,
     source,
 )
@@ -23,8 +24,13 @@ CATEGORY_COLUMNS = ("category", "dimension", "question_type", "type")
 
 
 def load(spec: Any, data: Path | None) -> list[Item]:
-    root = source(spec, data, ["data/*", "*.parquet"])
     items: list[Item] = []
+    if data is None:  # the Hub copy, through `datasets` (cache, revision pinning, fingerprint recorded)
+        for table in parquet_tables(spec, None, ["data/test*.parquet"], [], LAYOUT, lazy=("image",)):
+            items.extend(_items(spec.name, table, len(items)))
+        check_unique((it.id for it in items), spec.hub_id)
+        return items
+    root = source(spec, data, ["data/*", "*.parquet"])
     for path in find_files(root, ["data/test*.parquet", "data/*.parquet", "*.parquet"], LAYOUT):
         items.extend(_items(spec.name, read_table(path, lazy=("image",)), len(items)))
     check_unique((it.id for it in items), root)
