@@ -442,3 +442,20 @@ def test_base_eval_and_training_step0_are_one_row(runs: dict[str, Path], tmp_pat
     before, after = inp.pairs[0]
     assert after.tasks["clutter"].views["full"].accuracy == pytest.approx(0.80)
     assert (before.path == base) == (rows == 2)
+
+
+def test_table_to_frame_matches_the_csv(tmp_path):
+    """Each report table is also a DataFrame with the CSV's columns and numbers."""
+    import io
+
+    import pandas as pd
+
+    from vopd_bench.report.tables import Column, Table
+
+    t = Table("cap", "t", ["a", "b"], [Column("Full", "full", [50.0, None], extra={"ci_low": [40.0, None]}),
+                                       Column("Gap", "gap", [10.0, 2.0], best="absmin", flagged={1})])
+    df = t.to_frame()
+    csv = pd.read_csv(io.StringIO(t.to_csv()), index_col=0)
+    assert list(df.columns) == list(csv.columns) == ["full", "full_ci_low", "gap", "gap_collapse"]
+    assert df.loc["a", "full"] == csv.loc["a", "full"] == 50.0 and pd.isna(df.loc["b", "full"])
+    assert df["gap_collapse"].tolist() == [0, 1]

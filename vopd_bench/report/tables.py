@@ -1,5 +1,13 @@
-"""Tables as Markdown, LaTeX (booktabs) and CSV: Table 1 (full-view accuracy), Table 2 (crop
-accuracy and gap) and the per-category breakdown. Numbers are in percent / points."""
+r"""Tables as Markdown, LaTeX (booktabs) and CSV: Table 1 (full-view accuracy), Table 2 (crop
+accuracy and gap) and the per-category breakdown. Numbers are in percent / points.
+
+`Table.to_frame()` gives each table as a pandas DataFrame (the numbers with their CI / collapse companions,
+one row per model) for notebooks; `vopd_bench.frames` builds the run-level DataFrames. The Markdown and LaTeX
+text keeps its own renderer rather than pandas' Styler: these tables put a dagger on a collapsed model's cell
+and exclude it from bold-best, show a dash for a missing value, and group columns under `\cmidrule`d
+headers; Styler.to_latex (pandas 3.1) writes no `\cmidrule` under a column MultiIndex and would need the same
+per-cell rules as formatter callbacks, so it would move this logic, not remove it.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +15,13 @@ import csv
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vopd_bench.report.load import ModelResult, acc
 from vopd_bench.schema import TaskResult
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DASH_MD = "–"
 DASH_TEX = "--"
@@ -101,6 +113,19 @@ class Table:
         out += [f"\\par\\smallskip{{\\footnotesize {_tex_escape(note)}}}" for note in self.notes]
         out.append("\\end{table}")
         return "\n".join(out) + "\n"
+
+    def to_frame(self) -> pd.DataFrame:
+        """The table's numbers as a DataFrame: one row per model (index named by the row header), a column per
+        value and per CSV companion (CI bounds, p-values, `<key>_collapse`)."""
+        import pandas as pd
+
+        data: dict[str, list[float | int | None]] = {}
+        for c in self.columns:
+            data[c.key] = list(c.values)
+            data.update({f"{c.key}_{k}": list(v) for k, v in c.extra.items()})
+            if c.flagged is not None:
+                data[f"{c.key}_collapse"] = [None if v is None else int(i in c.flagged) for i, v in enumerate(c.values)]
+        return pd.DataFrame(data, index=pd.Index(self.rows, name=self.row_header.lower()))
 
     def to_csv(self) -> str:
         buf = io.StringIO()
