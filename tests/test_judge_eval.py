@@ -74,3 +74,18 @@ def test_results_and_summary_say_how_often_the_judge_decided(tiny_model: str, sy
         same = [r["verdicts"]["vopd-bench"] == r["correct"] for r in recs if r["verdicts"].get("vopd-bench") is not None]
         assert res[view]["judge_agreement"] == pytest.approx(sum(same) / len(same))
         assert f"judge: synth/{view}: {len(recs)} of " in printed
+
+
+def test_report_says_how_often_the_judge_decided(tiny_model: str, synth_small: Path, tmp_path: Path, judge_url) -> None:
+    import json
+
+    url, _ = judge_url
+    out = tmp_path / "run"
+    assert _eval(tiny_model, synth_small, out, url) == 0
+    assert run_cli(["report", str(out), "--out", str(tmp_path / "rep"), "--examples", "0"]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    views = json.loads((out / "results.json").read_text())["tasks"]["synth"]["views"]
+    judged = {v: s["judged"] for v, s in views.items() if s.get("judged")}
+    assert judged
+    for view, k in judged.items():
+        assert f"· synth · {view}): {k} of {views[view]['n']} verdicts" in md

@@ -353,6 +353,13 @@ def table_protocols(models: list[ModelResult]) -> Table | None:
     if undecided:
         notes.append(f"{undecided} verdict(s) are left to a judge by their protocol's rules (no judge was run): "
                      "the accuracy is over the decided ones; tables/table_protocols.csv gives the bounds.")
+    for m in models:  # where an LLM judge decided: how often, and how often our own rules agree with it
+        for task, t in m.tasks.items():
+            for view, st in t.views.items():
+                if st.judged:
+                    agree = ("" if st.judge_agreement is None
+                             else f"; the vopd-bench rules agree on {100 * st.judge_agreement:.0f}% of them")
+                    notes.append(f"Judge ({m.label} · {task} · {view}): {st.judged} of {st.n} verdicts{agree}.")
     return Table(
         caption="Accuracy (%) of the same responses under each scoring protocol (docs/protocols.md).",
         label="table_protocols", rows=[r for r, _ in rows], columns=cols, row_header="Model · task · view",
