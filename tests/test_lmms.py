@@ -14,9 +14,10 @@ IGNORED = {"latency", "visual_tokens"}  # lmms-eval neither times requests per s
 
 
 def _no_tokens(block):
-    """A results block without the visual-token means (not known for responses imported from lmms-eval)."""
+    """A results block without the visual-token means and the other protocols' re-scoring (neither is known for
+    responses imported from lmms-eval: it neither counts image tokens nor keeps every protocol's verdict)."""
     if isinstance(block, dict):
-        return {k: _no_tokens(v) for k, v in block.items() if k != "visual_tokens"}
+        return {k: _no_tokens(v) for k, v in block.items() if k not in ("visual_tokens", "protocols")}
     return block
 
 

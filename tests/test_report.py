@@ -328,7 +328,8 @@ def test_report_md_and_cli(runs: dict[str, Path], tmp_path: Path, capsys: pytest
     assert links and all((out / link).is_file() for link in links)
     figs = sorted(p.name for p in (out / "figures").iterdir())
     assert figs == ["before_after_Base.pdf", "before_after_Base.png", "categories_vstar.pdf",
-                    "categories_vstar.png", "gap_models.pdf", "gap_models.png"]
+                    "categories_vstar.png", "gap_models.pdf", "gap_models.png",
+                    "transitions_Base_ModelB.pdf", "transitions_Base_ModelB.png"]  # the pair's items that moved
     assert not list(out.glob(".report-*"))
 
 

@@ -48,8 +48,9 @@ def decomposition(run: Path, task: str, views: Sequence[str] | None = None, seed
     `views`: the run's views (default: what its config records)."""
     rd = RunDir(run)
     if views is None:
-        cfg = rd.read_config()
-        views = cfg.views.get(task, []) if cfg else []
+        from vopd_bench.compare import run_views
+
+        views = run_views(Path(run)).get(task, [])
     order = [v for v in DECOMPOSITION if v in views]
     if len(order) < 2 or "full" not in order:
         return [], 0

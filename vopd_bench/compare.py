@@ -75,11 +75,17 @@ def transition(task: str, view: str, a: dict[str, Any], b: dict[str, Any]) -> Tr
 
 
 def run_views(path: Path) -> dict[str, list[str]]:
-    """Task → views an eval run directory scored (from its config.json)."""
+    """Task → views an eval run directory scored: its config.json's, and any other sample file it holds (a
+    config.json of an earlier release kept only the last invocation's tasks)."""
     cfg = RunDir(path).read_config()
     if cfg is None:
         raise UserError(f"{path}: not an eval run directory (no config.json); give two eval run dirs or one training run")
-    return {t: list(v) for t, v in cfg.views.items()}
+    out = {t: list(v) for t, v in cfg.views.items()}
+    for f in sorted((path / "samples").glob("*/*.jsonl")):
+        view = f.stem.split(".rank")[0]
+        if view not in out.setdefault(f.parent.name, []):
+            out[f.parent.name].append(view)
+    return out
 
 
 def compare_runs(a: Path, b: Path) -> list[Transition]:

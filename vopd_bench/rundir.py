@@ -64,6 +64,7 @@ class RunDir:
             else:
                 old_tasks = old.identity.get("tasks", {})
                 config.tasks = {**old.tasks, **config.tasks}
+                config.views = {**old.views, **config.views}  # every invocation's tasks keep their views
                 config.identity = {**config.identity, "tasks": {**old_tasks, **config.identity.get("tasks", {})}}
         atomic_write_json(self.config_path, config.to_dict())
 

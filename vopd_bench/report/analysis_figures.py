@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from vopd_bench.analysis import SizeBin, Step
 from vopd_bench.compare import Transition
@@ -68,10 +69,14 @@ def plot_size(models: list[tuple[str, list[SizeBin]]], title: str | None = None)
             drawn[label] = {"x": xs, "gap": gaps, "n": [b.n for b in bins]}
         top.set_ylabel("Accuracy (%)")
         top.set_ylim(0, 105)
-        top.legend(fontsize=6, ncols=2)
+        fig.legend(*top.get_legend_handles_labels(), loc="outside upper center", ncols=2, fontsize=6)
         bottom.axhline(0, color=COLORS["zero"], lw=0.6)
         bottom.set_ylabel("Gap (crop − full, pts)")
         bottom.set_xscale("log")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")
+        bottom.xaxis.set_major_formatter(plain)
+        bottom.xaxis.set_minor_formatter(plain)
+        bottom.tick_params(axis="x", which="minor", labelsize=6)
         bottom.set_xlabel("Target size (% of image area)")
         if title:
             top.set_title(title)
@@ -84,7 +89,7 @@ def plot_transitions(tables: list[Transition], labels: tuple[str, str]) -> tuple
              ("both_wrong", "both ✗", "#666666")]
     names = [f"{t.task}\n{t.view}" for t in tables]
     with paper_style():
-        fig = new_figure(min(PAGE_IN, 1.0 + 0.7 * len(tables)), 2.4)
+        fig = new_figure(min(PAGE_IN, 1.8 + 0.8 * len(tables)), 2.4)
         ax = fig.add_subplot()
         bottom = np.zeros(len(tables))
         shares: dict[str, list[float]] = {}
@@ -98,7 +103,7 @@ def plot_transitions(tables: list[Transition], labels: tuple[str, str]) -> tuple
         ax.set_xticks(np.arange(len(tables)), names, fontsize=7)
         ax.set_ylim(0, 112)
         ax.set_ylabel("Items (%)")
-        ax.set_title(f"{labels[0]} → {labels[1]}", fontsize=8)
+        ax.set_title(f"{labels[0]} →\n{labels[1]}", fontsize=7)
         fig.legend(loc="outside right center", fontsize=6)
     return fig, shares
 

@@ -236,7 +236,8 @@ def _render(inp: Inputs, root: Path, examples: int = 1, example_ids: list[str] |
 
         # why the gap: decomposition by view, size bins, moved items, examples
         befores_afters = [(p.before, p.after) for p in inp.pairs]
-        befores_afters += [(r.before, r.after) for r in inp.trainings if r.after is not None]
+        befores_afters += [(r.before, r.after) for r in inp.trainings
+                           if r.after is not None and all(a.path != r.after.path for _, a in befores_afters)]
         evaluated = [m for m in models if m.config is not None]
         sections += explain.decomposition_sections(evaluated, figs, name)
         sections += explain.size_sections(evaluated, figs, name)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vopd_bench.analysis import SizeBin, decomposition, size_bins
-from vopd_bench.compare import compare_runs
+from vopd_bench.compare import compare_runs, run_views
 from vopd_bench.errors import UserError
 from vopd_bench.items import ImageError
 from vopd_bench.report.analysis_figures import VIEW_LABELS, plot_decomposition, plot_size, plot_transitions
@@ -19,7 +19,6 @@ from vopd_bench.report.load import ModelResult
 from vopd_bench.report.markdown import Section
 from vopd_bench.report.qualitative import draw_examples
 from vopd_bench.report.tables import slug
-from vopd_bench.rundir import RunDir
 from vopd_bench.views import DECOMPOSITION
 
 log = logging.getLogger(__name__)
@@ -27,7 +26,11 @@ Namer = Callable[[str], str]
 
 
 def _views(m: ModelResult, task: str) -> list[str]:
-    return list(m.config.views.get(task, [])) if m.config is not None else []
+    return run_views(m.path).get(task, []) if m.config is not None else []
+
+
+def _tasks(m: ModelResult) -> list[str]:
+    return list(run_views(m.path)) if m.config is not None else []
 
 
 def _has_records(m: ModelResult, task: str, view: str) -> bool:
@@ -38,7 +41,7 @@ def decomposition_sections(models: list[ModelResult], figs: Path, name: Namer) -
     """Per model and task with a view between full and crop: bars full → … → crop and the paired steps."""
     out = []
     for m in models:
-        for task in (m.config.views if m.config is not None else {}):
+        for task in _tasks(m):
             views = [v for v in _views(m, task) if _has_records(m, task, v)]
             if not set(views) & set(DECOMPOSITION[1:-1]) or "full" not in views:
                 continue
@@ -69,7 +72,7 @@ def size_sections(models: list[ModelResult], figs: Path, name: Namer, n_bins: in
     """Per task with boxes: full/crop accuracy and the gap per quantile bin of target size, across models."""
     tasks: dict[str, list[tuple[str, list[SizeBin]]]] = {}
     for m in models:
-        for task in (m.config.views if m.config is not None else {}):
+        for task in _tasks(m):
             if not {"full", "crop"} <= set(_views(m, task)):
                 continue
             try:
@@ -130,8 +133,7 @@ def example_sections(runs: list[list[tuple[str, Path]]], figs: Path, name: Namer
     """The qualitative panel per group of runs (a base and its trained model, or one model) and boxed task."""
     out = []
     for group in runs:
-        cfg = RunDir(group[0][1]).read_config()
-        for task, views in (cfg.views if cfg else {}).items():
+        for task, views in run_views(group[0][1]).items():
             if "crop" not in views or "full" not in views:
                 continue
             stem = name(f"examples_{slug(group[-1][0])}_{slug(task)}")
