@@ -45,3 +45,20 @@ def test_report_explains_the_gap(tiny_model: str, synth_small: Path, tmp_path: P
     assert "## Examples: synth" in md and list((out / "figures").glob("examples_*.png"))
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["views"]["synth"] == views.split(",")
+
+
+def test_decomposition_on_a_boxed_benchmark_fixture(tiny_model: str, tmp_path: Path) -> None:
+    """The views and the report's explanation sections on a benchmark's published layout (V*: xywh boxes)."""
+    import fixtures_bench as fb
+
+    data = fb.vstar(tmp_path / "vstar")
+    run = tmp_path / "run"
+    views = "full,red_box,blur_surround,crop_native,crop"
+    assert run_cli(["eval", "--model", tiny_model, "--task", "vstar", "--data", str(data), "--views", views,
+                    "--out", str(run), "--quiet"]) == 0
+    steps, n = decomposition(run, "vstar")
+    boxed = [r for r in records(run, "vstar", "full") if r["box_frac"] is not None]  # the fixture's last item: no box
+    assert [s.view for s in steps] == views.split(",") and n == len(boxed) == 5
+    assert sum(b.n for b in size_bins(run, "vstar", n_bins=2)) == n
+    assert run_cli(["report", str(run), "--out", str(tmp_path / "rep")]) == 0
+    assert "## Gap decomposition: " in (tmp_path / "rep" / "report.md").read_text()
