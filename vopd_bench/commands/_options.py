@@ -25,7 +25,8 @@ SHARED: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     (("--model", "-m"), dict(default="vopd-tiny", show_default=True, help="vopd-tiny, a local folder, or a Hub id.")),
     (("--task", "-t", "tasks"), dict(multiple=True, required=True, help="Task name (repeatable) or a task YAML file.")),
     (("--data",), dict(multiple=True, help="Local files in the benchmark's published layout: PATH, or TASK=PATH.")),
-    (("--views",), dict(default=None, help="Comma-separated views (full,crop,masked,random_crop). "
+    (("--views",), dict(default=None, help="Comma-separated views: full, crop, and red_box, blur_surround, "
+                                           "crop_native (the gap decomposed), masked, random_crop (controls). "
                                            "Default: full,crop where boxes exist.")),
     (("--limit",), dict(type=int, default=None, help="Only the first N items of each task (quick looks).")),
     (("--out", "-o"), dict(default=None, help="Output folder. Re-running resumes.")),
