@@ -305,7 +305,7 @@ class Judge:
     def describe(self) -> dict[str, Any]:
         """`cfg.record()` plus what the server said about the model, for config.json."""
         return {**self.cfg.record(), "served_model": self.client.served, "cache_path": str(self.cache.path or ""),
-                "api_key_set": self.client._key is not None}
+                "api_key_set": self.client.api_key_set}
 
     def render(self, req: JudgeRequest) -> str:
         """The exact prompt text for one request."""
@@ -378,7 +378,7 @@ class Judge:
             with self._calls_lock:
                 self.calls += 1
             try:
-                text, _ = self.client._post(body)
+                text, _ = self.client.post(body)
             except FatalError as e:
                 log.warning("judge request failed: %s", e)
                 return Verdict(correct=None, error=f"judge: {e}", retryable=False, prompt=prompt, model=self.cfg.model,

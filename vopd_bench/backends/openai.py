@@ -255,7 +255,7 @@ class OpenAIBackend:
             "max_retries": self.opts.max_retries,
             "backoff": {"base": self.backoff.base, "cap": self.backoff.cap},
             "api_key_env": self.opts.api_key_env,
-            "api_key_set": self._key is not None,
+            "api_key_set": self.api_key_set,
             "httpx": httpx.__version__,
         }
 
@@ -278,7 +278,12 @@ class OpenAIBackend:
         }
         return {**body, **self.extra_body}
 
-    def _post(self, body: dict[str, Any]) -> tuple[str, int | None]:
+    @property
+    def api_key_set(self) -> bool:
+        """Whether a key was read from the environment (the key itself is never exposed)."""
+        return self._key is not None
+
+    def post(self, body: dict[str, Any]) -> tuple[str, int | None]:
         """One attempt: (text, completion tokens); raises RetryableError or FatalError."""
         import httpx
 
@@ -307,7 +312,7 @@ class OpenAIBackend:
             return Response(text="", error=f"{type(e).__name__}: {e}", retryable=False)
         for attempt in range(self.opts.max_retries + 1):
             try:
-                text, n = self._post(body)
+                text, n = self.post(body)
                 return Response(text=text.strip(), latency=time.perf_counter() - t0, n_tokens=n)
             except FatalError as e:
                 log.warning("request %s failed: %s", req.key, e)
