@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vopd_bench.analysis import box_fraction, decomposition, size_bins
+from vopd_bench.analysis import decomposition, size_bins
 from vopd_bench.rundir import RunDir
 from vopd_bench.schema import RunConfig, SampleRecord
 from vopd_bench.stats import mcnemar_exact, paired_counts
+from vopd_bench.views import box_fraction
 
 
 def _run(path: Path, views: dict[str, list[bool | None]], fracs: list[float] | None = None) -> Path:

@@ -17,9 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from vopd_bench.errors import UserError
+from vopd_bench.items import Item
 from vopd_bench.rundir import RunDir
 from vopd_bench.stats import mcnemar_exact, paired_bootstrap, paired_counts, wilson
-from vopd_bench.views import DECOMPOSITION, box_fraction  # noqa: F401 (box_fraction re-exported)
+from vopd_bench.views import DECOMPOSITION, CropParams, box_fraction
 
 STEP_NAMES = {"red_box": "attention cue (region outlined)", "blur_surround": "surroundings blurred",
               "crop_native": "context removed (no zoom)", "crop": "zoom"}
@@ -87,6 +89,25 @@ class SizeBin:
     ids: list[str] = field(default_factory=list)
 
 
+def load_items(run: Path, task: str, ids: list[str]) -> dict[str, tuple[Item, CropParams]]:
+    """The items `ids` of `task` as the run loaded them, with its crop parameters."""
+    from vopd_bench.protocol import load_spec  # task specs: loaded only when items are needed
+
+    cfg = RunDir(run).read_config()
+    rec = (cfg.tasks if cfg else {}).get(task)
+    if rec is None:
+        raise UserError(f"{run}: task {task!r} is not in its config.json")
+    spec = load_spec(rec.get("spec_file") or task)
+    crop = CropParams(**rec["crop"]) if rec.get("crop") else spec.crop
+    if rec.get("options"):
+        spec.options = {**spec.options, **rec["options"]}
+    items = {it.id: it for it in spec.load_items(rec.get("data"))}
+    missing = [i for i in ids if i not in items]
+    if missing:
+        raise UserError(f"{run}: task {task} has no item(s) {', '.join(missing[:5])} in its data")
+    return {i: (items[i], crop) for i in ids}
+
+
 def run_fractions(run: Path, task: str) -> dict[str, float]:
     """Item id → target area fraction: from the records (`box_frac`) where present, else from the items as the
     run loaded them (their boxes and decoded image sizes)."""
@@ -94,8 +115,6 @@ def run_fractions(run: Path, task: str) -> dict[str, float]:
     out = {k: float(r["box_frac"]) for k, r in recs.items() if r.get("box_frac") is not None}
     if len(out) == len(recs):
         return out
-    from vopd_bench.report.qualitative import load_items
-
     missing = [k for k in recs if k not in out]
     for k, (item, _) in load_items(run, task, missing).items():
         if item.boxes:

@@ -16,11 +16,11 @@ from typing import Any
 
 from PIL import Image
 
-from vopd_bench.errors import UserError
+from vopd_bench.analysis import load_items
 from vopd_bench.items import Item
 from vopd_bench.report.figures import new_figure, paper_style, save
 from vopd_bench.rundir import RunDir
-from vopd_bench.views import CropParams, render_view
+from vopd_bench.views import render_view
 
 MARK = {True: "✓", False: "✗"}
 RIGHT, WRONG = "#009E73", "#D55E00"
@@ -46,25 +46,6 @@ def _ok(rec: dict[str, Any] | None) -> bool | None:
     if rec is None or rec.get("error"):
         return None
     return bool(rec.get("correct"))
-
-
-def load_items(run: Path, task: str, ids: list[str]) -> dict[str, tuple[Item, CropParams]]:
-    """The items `ids` of `task` as the run loaded them, with its crop parameters."""
-    from vopd_bench.protocol import load_spec
-
-    cfg = RunDir(run).read_config()
-    rec = (cfg.tasks if cfg else {}).get(task)
-    if rec is None:
-        raise UserError(f"{run}: task {task!r} is not in its config.json")
-    spec = load_spec(rec.get("spec_file") or task)
-    crop = CropParams(**rec["crop"]) if rec.get("crop") else spec.crop
-    if rec.get("options"):
-        spec.options = {**spec.options, **rec["options"]}
-    items = {it.id: it for it in spec.load_items(rec.get("data"))}
-    missing = [i for i in ids if i not in items]
-    if missing:
-        raise UserError(f"{run}: task {task} has no item(s) {', '.join(missing[:5])} in its data")
-    return {i: (items[i], crop) for i in ids}
 
 
 def plot_examples(runs: list[tuple[str, Path]], task: str, ids: list[str]) -> tuple[Any, list[dict[str, Any]]]:
