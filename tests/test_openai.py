@@ -13,12 +13,8 @@ import base64
 import contextlib
 import io
 import json
-import os
 import re
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,9 +22,9 @@ from dataclasses import fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
+from helpers import free_port, vllm_serve
 from PIL import Image
 
 from vopd_bench.backends import BackendConfig, GenerationKwargs, Request, make_backend
@@ -287,7 +283,7 @@ def test_bad_request_is_not_retried_and_budget_is_applied(fault_server, monkeypa
 
 def test_unreachable_server_gives_retryable_errors(tmp_path) -> None:
     """With the preflight off (servers without /models), an unreachable server fails each request retryably."""
-    backend = make_backend(fault_cfg(f"http://127.0.0.1:{_free_port()}/v1", max_retries=1,
+    backend = make_backend(fault_cfg(f"http://127.0.0.1:{free_port()}/v1", max_retries=1,
                                      extra={"backoff_base": 0.05, "preflight": False}))
     try:
         (r,) = backend.generate([Request(key="x", images=[], prompt="Item 0")], GenerationKwargs(max_new_tokens=4))
@@ -322,54 +318,13 @@ def test_parity_cli_reports_drift(fault_server, tiny_model, tmp_path) -> None:
 
 
 # ---------------------------------------------------------------- a real vLLM server
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)  # the server and the engine processes it started
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def vllm_server(tiny_model: str, tmp_path_factory: pytest.TempPathFactory):
-    """`vllm serve` of the tiny model on a free 127.0.0.1 port; always terminated."""
+    """`vllm serve` of the tiny model (one image per prompt); always terminated."""
     pytest.importorskip("vllm")
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("vllm_server") / "server.log"
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
-           "HF_HUB_OFFLINE": "1", "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind")}
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", tiny_model,
-           "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager",
-           "--max-model-len", "4096", "--limit-mm-per-prompt", '{"image": 1}', "--seed", "0"]
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
-        t0 = time.perf_counter()
-        deadline = t0 + float(os.environ.get("VOPD_VLLM_START_TIMEOUT", 600))
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vllm serve exited ({proc.returncode}):\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.perf_counter() > deadline:
-                pytest.fail(f"vllm serve not healthy in time:\n{log_path.read_text()[-3000:]}")
-            time.sleep(1)
-        print(f"\nvllm serve healthy after {time.perf_counter() - t0:.1f} s")
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        _stop(proc)
+    with vllm_serve(tiny_model, tmp_path_factory.mktemp("vllm_server"), "--max-model-len", "4096",
+                    "--limit-mm-per-prompt", '{"image": 1}') as url:
+        yield url
 
 
 def _visible(text: str | None) -> str:
