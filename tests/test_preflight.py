@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import make_dataset
-from test_openai import SECRET, FaultState, _free_port, fault_cfg, make_task, serve
+from helpers import free_port, make_dataset
+from test_openai import SECRET, FaultState, fault_cfg, make_task, serve
 
 from vopd_bench.backends import make_backend
 from vopd_bench.backends.base import BackendConfig
@@ -66,7 +66,7 @@ def openai_eval(url: str, task: tuple[Path, Path], out: Path, *more: str) -> lis
 
 
 def test_nothing_listening(fault_task, tmp_path) -> None:
-    url = f"http://127.0.0.1:{_free_port()}/v1"
+    url = f"http://127.0.0.1:{free_port()}/v1"
     msg = refused(vopd(*openai_eval(url, fault_task, tmp_path / "run")), tmp_path / "run")
     assert f"cannot reach {url}/models: connection refused" in msg, msg
 
