@@ -11,6 +11,11 @@ to it, or None when no usable box is stated. Formats:
 - `qwen-1000` (Qwen-VL, Qwen2-VL, Qwen3-VL): coordinates normalised to 0–1000, also as
   `<|box_start|>(x1,y1),(x2,y2)<|box_end|>`.
 Corners given in the wrong order are swapped; a box of zero area after clipping is None.
+
+The first stage's question (`grounding_prompt`) is each family's own grounding request where it has one
+(Qwen's "output its bbox coordinates in JSON format"), the generic JSON request otherwise; `format_for`
+picks the format from the processor class (HF/vLLM) or the model name (OpenAI-compatible servers), and
+`box_text` writes a box as a model of that format answers it (the reference model was trained on it).
 """
 
 from __future__ import annotations
@@ -20,6 +25,59 @@ import re
 from collections.abc import Sequence
 
 FORMATS = ("json", "qwen2.5-vl", "qwen-1000")
+PROMPTS = {
+    "json": "Where in the image is the evidence needed to answer this question?\n{question}\n"
+            "Answer only with its bounding box as JSON [x1, y1, x2, y2] in pixels.",
+    # Qwen-VL's documented grounding request (its cookbooks): the coordinates' meaning comes from the family
+    "qwen2.5-vl": 'Locate the region needed to answer the question "{question}", '
+                  "output its bbox coordinates in JSON format.",
+    "qwen-1000": 'Locate the region needed to answer the question "{question}", '
+                 "output its bbox coordinates in JSON format.",
+}
+# processor class (HF/vLLM) or model-name fragment (servers) -> box format; first match wins
+_BY_PROCESSOR = (
+    ("Qwen2_5_VLProcessor", "qwen2.5-vl"),
+    ("Qwen2VLProcessor", "qwen-1000"),
+    ("Qwen3VLProcessor", "qwen-1000"),
+    ("Glm4vProcessor", "qwen-1000"),  # GLM-4.1V: <|begin_of_box|>[x1,y1,x2,y2]<|end_of_box|>, 0-1000
+    ("InternVLProcessor", "qwen-1000"),  # InternVL: <box>[[x1, y1, x2, y2]]</box>, 0-1000
+)
+_BY_NAME = (
+    ("qwen2.5-vl", "qwen2.5-vl"), ("qwen2_5_vl", "qwen2.5-vl"), ("vopd-tiny", "qwen2.5-vl"),
+    ("qwen2-vl", "qwen-1000"), ("qwen3-vl", "qwen-1000"), ("qwen3.5", "qwen-1000"), ("qwen3_5", "qwen-1000"),
+    ("glm-4", "qwen-1000"), ("internvl", "qwen-1000"),
+)
+
+
+def format_for(processor: object | None = None, model: str | None = None) -> str:
+    """The box format of a model: by its processor's class (or a base class), else by fragments of its
+    name, else the generic `json`."""
+    if processor is not None:
+        names = {c.__name__ for c in type(processor).__mro__}
+        for cls, fmt in _BY_PROCESSOR:
+            if cls in names:
+                return fmt
+    name = (model or "").lower()
+    return next((fmt for frag, fmt in _BY_NAME if frag in name), "json")
+
+
+def grounding_prompt(question: str, fmt: str = "json") -> str:
+    """The first stage's request: where is the evidence for `question` (in the format's own words)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown box format {fmt!r}; choose from {', '.join(FORMATS)}")
+    return PROMPTS[fmt].format(question=question.strip())
+
+
+def box_text(box: Sequence[float], width: int, height: int, fmt: str = "json") -> str:
+    """`box` (pixels of a `width` x `height` image) written as a model of format `fmt` answers:
+    `{"bbox_2d": [...]}` (absolute for qwen2.5-vl, 0-1000 for qwen-1000), `[x1, y1, x2, y2]` for json."""
+    if fmt == "qwen-1000":
+        v = [box[0] * 1000 / width, box[1] * 1000 / height, box[2] * 1000 / width, box[3] * 1000 / height]
+    else:
+        v = list(box)
+    nums = ", ".join(str(int(round(c))) for c in v)
+    return f"[{nums}]" if fmt == "json" else f'{{"bbox_2d": [{nums}]}}'
+
 _NUM = r"-?\d+(?:\.\d+)?"
 _TUPLE_PAIR = re.compile(rf"\(\s*({_NUM})\s*,\s*({_NUM})\s*\)\s*,?\s*\(\s*({_NUM})\s*,\s*({_NUM})\s*\)")
 _LIST4 = re.compile(rf"\[\s*({_NUM})\s*,\s*({_NUM})\s*,\s*({_NUM})\s*,\s*({_NUM})\s*\]")

@@ -102,6 +102,8 @@ class OPDConfig:
     # --- evaluation, checkpoints, curve
     eval_every: int = _f(25, "steps between checkpoints + evaluations (step 0 = the base model)", lo=1)
     eval_tasks: list = _f(["synth"], "gap tasks scored on full and crop views at every checkpoint")
+    eval_views: list = _f(["full", "crop"], "views the eval tasks are scored on (must include full and crop; "
+                          "e.g. add self_zoom for the two-stage look-then-zoom baseline)")
     holdout_tasks: list = _f(["synth_holdout"], "tasks scored on the full view only (general ability)")
     eval_data: dict = _f({}, "task → local data path for eval/holdout tasks")
     eval_limit: int | None = _f(200, "items per eval task (None = all)")
@@ -237,6 +239,12 @@ def validate(cfg: OPDConfig) -> None:
     for key in ("eval_tasks", "holdout_tasks"):
         if not all(isinstance(t, str) for t in getattr(cfg, key)):
             raise UserError(f"config key {key!r}: want a list of task names")
+    from vopd_bench.views import view_names
+
+    bad = [v for v in cfg.eval_views if v not in view_names()]
+    if bad or not {"full", "crop"} <= set(cfg.eval_views):
+        raise UserError(f"config key 'eval_views': want full, crop and any of {', '.join(view_names())}; "
+                        f"got {cfg.eval_views}")
     if cfg.eval_limit is not None and cfg.eval_limit < 1:
         raise UserError(f"config key 'eval_limit': must be >= 1 or null, got {cfg.eval_limit}")
     if cfg.train_limit is not None and cfg.train_limit < 1:

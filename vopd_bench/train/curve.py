@@ -61,7 +61,7 @@ def score_checkpoint(cfg: OPDConfig, policy: Any, checkpoint: str, eval_dir: Pat
 def _score(cfg: OPDConfig, bcfg: Any, backend: Any, eval_dir: Path) -> Scores:
     from vopd_bench.evaluate import EvalConfig, run_eval
 
-    groups = [(cfg.eval_tasks, ["full", "crop"], EVAL), (cfg.holdout_tasks, ["full"], HOLDOUT)]
+    groups = [(cfg.eval_tasks, list(cfg.eval_views), EVAL), (cfg.holdout_tasks, ["full"], HOLDOUT)]
     tasks: dict[str, Any] = {}
     roles: dict[str, str] = {}
     for names, views, role in groups:
