@@ -114,7 +114,7 @@ def test_a_real_run_writes_exactly_the_types_fields(fresh_run: Path):
     for block in [task, *task["categories"].values()]:
         for stats in block["views"].values():
             # judge counts only with a judge (test_judge_eval), circular ones only with --circular (test_circular)
-            assert set(stats) == _fields(ViewStats) - {"judged", "judge_agreement", "circular_accuracy", "circular_n"}
+            assert set(stats) == _fields(ViewStats) - {"judged", "judge_agreement", "circular_accuracy", "circular_n", "grounding"}
     lines = [json.loads(x) for v in ("full", "crop") for x in run.samples_path("synth", v).read_text().splitlines()]
     assert lines and all(set(x) == _fields(SampleRecord) and x["version"] == SCHEMA_VERSION for x in lines)
     # every sample field is filled by the writer on some record of a clean run (the error fields only fill on failure,

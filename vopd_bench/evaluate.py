@@ -29,6 +29,7 @@ from vopd_bench.backends import (
     make_backend,
 )
 from vopd_bench.errors import UserError
+from vopd_bench.grounding import FORMATS
 from vopd_bench.items import ImageCache, Item
 from vopd_bench.presets import JudgeFn
 from vopd_bench.protocol import Rendered, gen_kwargs, has_region, load_spec, make_record, render, task_record
@@ -38,7 +39,7 @@ from vopd_bench.rundir import RunDir
 from vopd_bench.runtime import barrier, local_world_size, package_versions, rank, world_size
 from vopd_bench.schema import Results, RunConfig, SampleRecord, TaskResult
 from vopd_bench.tasks import TaskSpec
-from vopd_bench.views import NoBoxError, view_names
+from vopd_bench.views import STAGED_VIEWS, NoBoxError, view_names
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -62,6 +63,8 @@ class EvalConfig:
     system_prompt: str | None = None  # overrides the task's and the protocol's system prompt
     judge: dict[str, Any] | None = None  # the LLM judge's recorded settings (`JudgeConfig.record()`), None: no judge
     circular: bool = False  # ask each multiple-choice question under every rotation of its options (CircularEval)
+    grounding_format: str = "auto"  # self_zoom's box format (grounding.FORMATS); auto: the model family's own
+    locate_max_new_tokens: int = 64  # self_zoom's first stage (the box) generation length
     overwrite: bool = False
     progress: bool = True
     # speed only (no number depends on these, so they are not recorded):
@@ -80,6 +83,10 @@ class EvalConfig:
                 raise UserError(f"unknown view {bad[0]!r}; choose from {', '.join(view_names())}")
         if self.limit is not None and self.limit < 1:
             raise UserError(f"--limit must be >= 1, got {self.limit}")
+        if self.grounding_format != "auto" and self.grounding_format not in FORMATS:
+            raise UserError(f"--grounding-format {self.grounding_format!r}: choose from auto, {', '.join(FORMATS)}")
+        if self.locate_max_new_tokens < 1:
+            raise UserError(f"--locate-max-new-tokens must be >= 1, got {self.locate_max_new_tokens}")
         presets.load(self.protocol).check()  # an unknown protocol (or its missing grader package): one line, nothing written
 
 
@@ -164,6 +171,12 @@ class Evaluator:
         self.run = RunDir(cfg.out)
         self.backend = backend or make_backend(cfg.backend)
         self.images = ImageCache(cfg.image_cache_mb << 20) if cfg.image_cache_mb > 0 else None
+        self.zoom = None  # the self_zoom view's first-stage settings, where a task has that view
+        if any(v in STAGED_VIEWS for vs in self.views.values() for v in vs):
+            from vopd_bench import self_zoom
+
+            self.zoom = self_zoom.settings(self.backend, cfg.backend.model, cfg.grounding_format,
+                                           cfg.locate_max_new_tokens)
 
     @property
     def prefetch(self) -> bool:
@@ -189,7 +202,7 @@ class Evaluator:
         regional = any(has_region(it, "crop") for it in items)
         if self.cfg.views is None:
             return ["full", "crop"] if regional else ["full"]
-        if not regional and any(v != "full" for v in self.cfg.views):
+        if not regional and any(v != "full" and v not in STAGED_VIEWS for v in self.cfg.views):
             raise UserError(
                 f"task {spec.name} has no boxes, so it has only the full view; supply --boxes FILE "
                 "(JSONL of item id → boxes) to make it a gap task"
@@ -228,6 +241,10 @@ class Evaluator:
             identity["chat_template_kwargs"] = dict(self.cfg.backend.chat_template_kwargs)
         if self.cfg.judge is not None:  # the judge's model and prompt change verdicts
             identity["judge"] = {k: self.cfg.judge.get(k) for k in ("model", "prompt", "max_tokens", "temperature")}
+        extra: dict[str, Any] = {"judge": self.cfg.judge} if self.cfg.judge is not None else {}
+        if self.zoom is not None:  # the first stage's format, prompt and length change the second's image
+            extra["self_zoom"] = self.zoom.record()
+            identity["self_zoom"] = {k: extra["self_zoom"][k] for k in ("format", "max_new_tokens", "prompt_hash")}
         return RunConfig(
             vopd_bench=__version__,
             created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -242,7 +259,7 @@ class Evaluator:
             identity=identity,
             protocol=self.protocol.record(),
             system_prompt=self.cfg.system_prompt,
-            extra={"judge": self.cfg.judge} if self.cfg.judge is not None else {},
+            extra=extra,
         )
 
     def _score_batch(self, spec: TaskSpec, view: str, gen: GenerationKwargs, chunk: Chunk) -> list[SampleRecord]:
@@ -290,6 +307,10 @@ class Evaluator:
         Records are written in the same order as rendering them one by one would: each chunk's
         undecodable-image records, then its batch's records. The next chunk is rendered (and its inputs
         prepared) in a background thread while the current batch generates."""
+        if view in STAGED_VIEWS:
+            from vopd_bench import self_zoom
+
+            return self_zoom.run(self, name)
         spec, cfg = self.specs[name], self.cfg
         gen = self.gen_kwargs(spec)
         done = self.run.samples(name, view, repair=True)

@@ -61,6 +61,24 @@ def format_for(processor: object | None = None, model: str | None = None) -> str
     return next((fmt for frag, fmt in _BY_NAME if frag in name), "json")
 
 
+def qwen_resize(width: int, height: int, factor: int = 28, min_pixels: int = 56 * 56,
+                max_pixels: int = 28 * 28 * 16384) -> tuple[int, int]:
+    """(width, height) of an image after Qwen2.5-VL's default resize (sides multiples of `factor`, area within
+    [min_pixels, max_pixels]): what its absolute coordinates refer to when no processor is at hand (a server)."""
+    import math
+
+    h, w = round(height / factor) * factor, round(width / factor) * factor
+    if h * w > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h = max(factor, math.floor(height / beta / factor) * factor)
+        w = max(factor, math.floor(width / beta / factor) * factor)
+    elif h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h = math.ceil(height * beta / factor) * factor
+        w = math.ceil(width * beta / factor) * factor
+    return w, h
+
+
 def grounding_prompt(question: str, fmt: str = "json") -> str:
     """The first stage's request: where is the evidence for `question` (in the format's own words)."""
     if fmt not in FORMATS:

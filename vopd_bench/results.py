@@ -47,7 +47,28 @@ def view_stats(recs: Sequence[SampleRecord], n_skipped: int = 0) -> ViewStats:
         parse_failure_rate=pf / n if n else float("nan"), errors=len(recs) - n, skipped_no_box=n_skipped,
         truncated=truncated, undecided=undecided, visual_tokens=float(np.mean(vt)) if vt else None,
         judged=len(judged) if judged else None, judge_agreement=agree, circular_accuracy=circ, circular_n=circ_n,
+        grounding=grounding_stats(ok),
     )
+
+
+def grounding_stats(recs: Sequence[SampleRecord]) -> dict[str, Any] | None:
+    """The self_zoom view's first stage over records answered without error: n, fall-backs to the full image
+    (no usable box), mean IoU with the gold box and the share >= 0.5 (items with one), mean generated tokens
+    of both stages; None for any other view."""
+    facts = [(r, (r.extra or {}).get("self_zoom")) for r in recs]
+    facts = [(r, f) for r, f in facts if f is not None]
+    if not facts:
+        return None
+    ious = [f["iou"] for _, f in facts if f.get("iou") is not None]
+    toks = [(r.n_tokens or 0) + (f.get("n_tokens") or 0) for r, f in facts]
+    return {
+        "n": len(facts),
+        "fallback": sum(1 for _, f in facts if f.get("fallback")),
+        "iou_n": len(ious),
+        "iou_mean": round(float(np.mean(ious)), 4) if ious else None,
+        "iou_ge_0_5": round(sum(1 for x in ious if x >= 0.5) / len(ious), 4) if ious else None,
+        "tokens_mean": round(float(np.mean(toks)), 2),
+    }
 
 
 def gap_stats(full: Sequence[SampleRecord], crop: Sequence[SampleRecord], seed: int = 0) -> GapStats:

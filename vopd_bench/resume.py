@@ -83,6 +83,7 @@ def device_signature() -> list[Any]:
 def invocation_key(cfg: EvalConfig) -> str | None:
     """Hash of everything that could change what this invocation writes (None: not decidable cheaply)."""
     from vopd_bench.protocol import gen_kwargs, load_spec, task_record
+    from vopd_bench.views import STAGED_VIEWS
 
     b = cfg.backend
     try:
@@ -116,6 +117,8 @@ def invocation_key(cfg: EvalConfig) -> str | None:
             parts["judge"] = cfg.judge
         if getattr(cfg, "circular", False):
             parts["circular"] = True
+        if any(v in STAGED_VIEWS for v in cfg.views or ()):  # the first stage's settings
+            parts["self_zoom"] = [cfg.grounding_format, cfg.locate_max_new_tokens]
     except (_TooLarge, OSError, UserError) as e:  # a real problem is reported by the ordinary path
         log.debug("no invocation key: %s", e)
         return None

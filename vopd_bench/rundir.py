@@ -1,4 +1,5 @@
-"""The run directory (a contract): config.json, samples/<task>/<view>.jsonl, results.json.
+"""The run directory (a contract): config.json, samples/<task>/<view>.jsonl, results.json, and for a staged
+view (`self_zoom`) its first stage's answers in stages/<task>/<view>.jsonl.
 
 `RunDir` is the only reader and writer of these files, through the typed records of `vopd_bench.schema`
 (`RunConfig`, `SampleRecord`, `Results`); files of earlier releases (no `version`) read the same.
@@ -38,9 +39,11 @@ class RunDir:
     def results_path(self) -> Path:
         return self.path / "results.json"
 
-    def samples_path(self, task: str, view: str, rank: int | None = None) -> Path:
+    def samples_path(self, task: str, view: str, rank: int | None = None, kind: str = "samples") -> Path:
+        """samples/<task>/<view>.jsonl (this rank's file with `rank`); `kind="stages"`: a staged view's first
+        stage (kept apart, so a resumed run never redoes a finished first stage)."""
         name = f"{view}.jsonl" if rank is None else f"{view}.rank{rank}.jsonl"
-        return self.path / "samples" / task / name
+        return self.path / kind / task / name
 
     # ------------------------------------------------------------------ config.json
     def read_config(self) -> RunConfig | None:
@@ -70,6 +73,7 @@ class RunDir:
 
     def clear(self) -> None:
         shutil.rmtree(self.path / "samples", ignore_errors=True)
+        shutil.rmtree(self.path / "stages", ignore_errors=True)
         for f in (self.results_path, self.config_path):
             f.unlink(missing_ok=True)
 
@@ -94,11 +98,11 @@ class RunDir:
         atomic_write_json(self.results_path, results.to_dict())
 
     # ------------------------------------------------------------------ samples
-    def load_records(self, task: str, view: str, repair: bool = False) -> dict[str, dict[str, Any]]:
+    def load_records(self, task: str, view: str, repair: bool = False, kind: str = "samples") -> dict[str, dict[str, Any]]:
         """Finished records of a task/view by item id (main file plus any rank files), as plain dicts.
         A retryable error is kept only while nothing better arrives for its item."""
         recs: dict[str, dict[str, Any]] = {}
-        main = self.samples_path(task, view)
+        main = self.samples_path(task, view, kind=kind)
         for p in [main, *sorted(main.parent.glob(f"{view}.rank*.jsonl"))]:
             for r in read_jsonl(p, repair=repair):
                 if r.get("retryable") and r.get("error"):
@@ -114,6 +118,14 @@ class RunDir:
     def append_samples(self, task: str, view: str, records: list[SampleRecord], rank: int | None = None) -> None:
         """Append records durably to the view's sample file (this rank's file when `rank` is given)."""
         append_jsonl(self.samples_path(task, view, rank), [r.to_dict() for r in records])
+
+    def stage_records(self, task: str, view: str, repair: bool = False) -> dict[str, dict[str, Any]]:
+        """A staged view's finished first-stage answers by item id (every rank's file), as plain dicts."""
+        return self.load_records(task, view, repair, kind="stages")
+
+    def append_stage(self, task: str, view: str, rows: list[dict[str, Any]], rank: int | None = None) -> None:
+        """Append first-stage answers durably (this rank's file when `rank` is given)."""
+        append_jsonl(self.samples_path(task, view, rank, kind="stages"), rows)
 
     def write_samples(self, task: str, view: str, records: list[SampleRecord]) -> None:
         """Replace the view's sample file at once (a conversion, e.g. an lmms-eval import)."""

@@ -129,12 +129,13 @@ class ViewStats(Record):
     circular_accuracy: float | None = None  # --circular: share of questions right under every option rotation
     circular_n: int | None = None  # questions decided under every rotation (the circular accuracy's n)
     judge_agreement: float | None = None  # share of those where the vopd-bench rules' verdict is the same
+    grounding: dict[str, Any] | None = None  # self_zoom: boxes, fall-backs, IoU with the gold box, tokens of both stages
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:  # the fields added with protocols only where known (older files unchanged)
         out = super().to_dict()
         for k in ("truncated", "undecided", "visual_tokens", "judged", "judge_agreement", "circular_accuracy",
-                  "circular_n"):
+                  "circular_n", "grounding"):
             if out.get(k) is None:
                 out.pop(k, None)
         return out

@@ -10,6 +10,10 @@ full → red_box → blur_surround → crop_native → crop.
 A view is one function registered with `@register_view(name)`: it gets the decoded full image, the item's
 boxes, the crop parameters and a per-item random generator, and returns (image, region taken or None).
 `render_view` does the rest (decoding, items without boxes, a benchmark's shipped crop image).
+
+A *staged* view needs the model before it can be drawn: `self_zoom` ("look, then zoom") first asks the model
+where the evidence is, then crops there exactly as `crop` does around the gold box (`zoom_to`); the harness
+runs both stages (`vopd_bench.self_zoom`). It is in `view_names()` but `render_view` refuses it.
 """
 
 from __future__ import annotations
@@ -131,6 +135,8 @@ def render_view(
     Raises NoBoxError for a region view of an item without boxes (unless it ships a crop image),
     and items.ImageError when the image cannot be decoded.
     """
+    if view in STAGED_VIEWS:
+        raise ValueError(f"view {view!r} is drawn in two stages by the harness (vopd_bench.self_zoom), not here")
     if view not in _VIEWS:
         raise ValueError(f"unknown view {view!r}; choose from {', '.join(VIEWS)}")
     fn, needs_region = _VIEWS[view]
@@ -154,6 +160,12 @@ def full(im: Image.Image, boxes: list[Box], p: CropParams, rng: random.Random) -
 def crop(im: Image.Image, boxes: list[Box], p: CropParams, rng: random.Random) -> Rendered:
     """The decisive region (union of the boxes, widened by the margin), zoomed."""
     reg = region_box(boxes, *im.size, p)
+    return _zoom(im.crop(tuple(reg)), p), reg
+
+
+def zoom_to(im: Image.Image, box: Box, p: CropParams) -> Rendered:
+    """The `crop` view around any box (e.g. one the model pointed at): widened, clipped, zoomed."""
+    reg = region_box([box], *im.size, p)
     return _zoom(im.crop(tuple(reg)), p), reg
 
 
@@ -241,11 +253,15 @@ def _mean_colour(im: Image.Image) -> tuple[int, int, int]:
     return (int(r), int(g), int(b))
 
 
+# views the harness draws in stages with the model's help (name -> what it is)
+STAGED_VIEWS = {"self_zoom": "look, then zoom: the model names a box, the question is asked on its crop"}
+
+
 def view_names() -> tuple[str, ...]:
-    """Every registered view, built-in ones first (a view registered later by a plugin included)."""
-    return tuple(_VIEWS)
+    """Every view: the registered ones (built-in first, then any a plugin registered), then the staged ones."""
+    return (*_VIEWS, *STAGED_VIEWS)
 
 
-VIEWS = view_names()  # the built-in views: full, crop, crop_native, red_box, blur_surround, masked, random_crop
+VIEWS = view_names()  # built-in: full, crop, crop_native, red_box, blur_surround, masked, random_crop, self_zoom
 DECOMPOSITION = ("full", "red_box", "blur_surround", "crop_native", "crop")  # the gap, one difference at a time
 REGION_VIEWS = tuple(v for v, (_, needs) in _VIEWS.items() if needs)

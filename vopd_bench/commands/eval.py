@@ -55,6 +55,12 @@ def default_out(model: str, backend: str) -> str:
 @click.option("--circular", is_flag=True,
               help="Ask each multiple-choice question under every rotation of its options; a question counts as right "
               "only if all are (results: circular_accuracy beside the plain accuracy over all rotations).")
+@click.option("--grounding-format", type=click.Choice(["auto", "json", "qwen2.5-vl", "qwen-1000"]), default="auto",
+              show_default=True,
+              help="self_zoom view: how the model states its box (auto: the model family's own — Qwen2.5-VL absolute "
+              "pixels, Qwen2/3-VL, GLM, InternVL 0-1000 — else JSON pixels). Recorded.")
+@click.option("--locate-max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True,
+              help="self_zoom view: generation length of the first stage (the box). Recorded.")
 @click.option("--prefetch", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="Prepare the next batch while one generates (speed only). auto: on unless the model runs on "
               "this CPU with no core to spare beyond torch's threads.")
@@ -97,6 +103,8 @@ def command(**kw: Any) -> None:
         system_prompt=kw["system_prompt"],
         judge=jcfg.record() if jcfg else None,
         circular=kw["circular"],
+        grounding_format=kw["grounding_format"],
+        locate_max_new_tokens=kw["locate_max_new_tokens"],
         overwrite=kw["overwrite"],
         progress=not kw["quiet"],
         prefetch={"auto": None, "on": True, "off": False}[kw["prefetch"]],

@@ -24,7 +24,7 @@ from vopd_bench.items import Item
 from vopd_bench.lmms.bridge import METRIC, ExportedTask, region_items
 from vopd_bench.protocol import gen_kwargs, task_record
 from vopd_bench.runtime import atomic_write_json
-from vopd_bench.views import view_names
+from vopd_bench.views import STAGED_VIEWS, view_names
 
 log = logging.getLogger(__name__)
 MANIFEST = "vopd_export.json"
@@ -93,14 +93,23 @@ def lmms_name(task: str) -> str:
     return "vopd_" + re.sub(r"\W+", "_", task).strip("_").lower()
 
 
+def check_view_names(views: list[str]) -> None:
+    """Known views that one request per item can answer (a staged view needs the harness)."""
+    bad = [v for v in views if v not in view_names()]
+    if bad:
+        raise UserError(f"unknown view {bad[0]!r}; choose from {', '.join(view_names())}")
+    staged = [v for v in views if v in STAGED_VIEWS]
+    if staged:
+        raise UserError(f"view {staged[0]!r} needs two model calls per item, which an lmms-eval task cannot make; "
+                        "score it with `vopd-bench eval --views ...`")
+
+
 def choose_views(name: str, items: list[Item], views: list[str] | None) -> list[str]:
     """Views to export, with the eval's defaults and checks."""
     has = any(it.boxes or it.crop_image is not None for it in items)
     if views is None:
         return ["full", "crop"] if has else ["full"]
-    bad = [v for v in views if v not in view_names()]
-    if bad:
-        raise UserError(f"unknown view {bad[0]!r}; choose from {', '.join(view_names())}")
+    check_view_names(views)
     if not has and any(v != "full" for v in views):
         raise UserError(f"task {name} has no boxes, so it has only the full view")
     return list(views)
@@ -200,6 +209,8 @@ def export(requests: list[ExportRequest], out: str | Path) -> list[dict[str, Any
     root = Path(out)
     if root.exists() and not root.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder")
+    for r in requests:  # view names checked before anything is written (boxes are checked per task later)
+        check_view_names(r.views or [])
     root.mkdir(parents=True, exist_ok=True)
     path = root / MANIFEST
     manifest: dict[str, Any] = {"vopd_bench": __version__, "format": FORMAT_VERSION, "tasks": {}}

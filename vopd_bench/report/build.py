@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from vopd_bench.errors import UserError
-from vopd_bench.report import explain, markdown
+from vopd_bench.report import explain, markdown, zoom
 from vopd_bench.report.closure import DEFINITION, pair_closures
 from vopd_bench.report.curve import plot_curve
 from vopd_bench.report.figures import paper_style, plot_before_after, plot_categories, plot_gap_models, save
@@ -242,6 +242,7 @@ def _render(inp: Inputs, root: Path, examples: int = 1, example_ids: list[str] |
         sections += explain.decomposition_sections(evaluated, figs, name)
         sections += explain.size_sections(evaluated, figs, name)
         sections += explain.transition_sections(befores_afters, figs, name)
+        sections += zoom.zoom_sections(evaluated, figs, name)
         if examples > 0 or example_ids:
             groups = [[(b.label, b.path), (a.label, a.path)] for b, a in befores_afters
                       if b.config is not None and a.config is not None]
