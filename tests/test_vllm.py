@@ -120,3 +120,21 @@ def test_eval_run_and_parity_report(engine, hf, synth_small, tmp_path) -> None:
         assert v["answer_agreement"] >= 0.98 and abs(v["accuracy_diff"]) <= 100 / 12
     assert min_agreement(report) >= 0.98
     assert report["a"]["backend"]["backend"] == "hf" and report["b"]["backend"]["backend"] == "vllm"
+
+
+def test_self_zoom_both_stages_match_hf(engine, hf, synth_small, tmp_path) -> None:
+    """The two-stage view through vLLM: the same first answers, boxes (mapped back from the budget-resized image
+    the model saw) and second answers as the HF backend."""
+    common = dict(tasks=["synth"], views=["self_zoom"], limit=6, progress=False, max_new_tokens=16)
+    for name, b in (("hf", hf), ("vllm", engine)):
+        run_eval(EvalConfig(backend=b.cfg, out=str(tmp_path / name), data={"synth": str(synth_small)}, **common), backend=b)
+    recs = {n: {r["id"]: r for r in map(json.loads, (tmp_path / n / "samples" / "synth" / "self_zoom.jsonl").read_text().splitlines())}
+            for n in ("hf", "vllm")}
+    stages = {n: [json.loads(x) for x in (tmp_path / n / "stages" / "synth" / "self_zoom.jsonl").read_text().splitlines()]
+              for n in ("hf", "vllm")}
+    assert all(s["seen_size"] != s["image_size"] for s in stages["vllm"])  # the budget shrank what the model saw
+    assert [s["seen_size"] for s in stages["hf"]] == [s["seen_size"] for s in stages["vllm"]]
+    assert [s["response"] for s in stages["hf"]] == [s["response"] for s in stages["vllm"]]
+    for i, a in recs["hf"].items():
+        b = recs["vllm"][i]
+        assert a["self_zoom"]["box"] == b["self_zoom"]["box"] and a["response"] == b["response"]
