@@ -59,7 +59,7 @@ def test_two_stages_through_a_server(fixture_data, tmp_path: Path) -> None:
     assert res["self_zoom"]["accuracy"] == pytest.approx(n_right / len(rows))
     assert res["full"]["accuracy"] < res["self_zoom"]["accuracy"] <= res["crop"]["accuracy"]
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert cfg["identity"]["self_zoom"]["format"] == "json"  # no processor, unknown name: the generic format
+    assert cfg["identity"]["tasks"]["fx"]["self_zoom"]["format"] == "json"  # no processor, unknown name: the generic format
     assert cfg["self_zoom"]["prompt"] == grounding.PROMPTS["json"]
 
 
@@ -143,7 +143,7 @@ def test_hf_backend_and_report(tiny_model: str, synth_small: Path, tmp_path: Pat
         if box is not None:
             gold = json.loads((synth_small / "items.jsonl").read_text().splitlines()[int(rec["id"][-6:])])["boxes"]
             assert facts["iou"] == pytest.approx(iou(box, gold[0]), abs=1e-4)
-    assert json.loads((out / "config.json").read_text())["identity"]["self_zoom"]["format"] == "qwen2.5-vl"
+    assert json.loads((out / "config.json").read_text())["identity"]["tasks"]["synth"]["self_zoom"]["format"] == "qwen2.5-vl"
     assert run_cli(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "## Zoom baselines: synth" in md and (tmp_path / "rep" / "figures" / "zoom_synth.png").is_file()
@@ -154,8 +154,11 @@ def test_training_rescoring_with_self_zoom(tiny_model: str, synth_small: Path, t
     """A training run listing self_zoom among its eval views scores it at every checkpoint."""
     from test_train import _overrides
 
+    from vopd_bench.synth import ensure_dataset
+
+    holdout = ensure_dataset(kind="holdout", n=4, seed=778)
     settings = {"model": tiny_model, "train_task": "synth", "train_data": str(synth_small), "eval_tasks": ["synth"],
-                "holdout_tasks": [], "eval_data": {"synth": str(synth_small)}, "eval_limit": 2,
+                "holdout_tasks": ["synth_holdout"], "eval_data": {"synth": str(synth_small), "synth_holdout": str(holdout)}, "eval_limit": 2,
                 "eval_max_new_tokens": 4, "steps": 1, "eval_every": 1, "prompts_per_step": 2, "rollouts_per_prompt": 1,
                 "max_new_tokens": 4, "micro_batch_size": 2, "warmup_steps": 0, "threads": 1, "progress": False,
                 "eval_views": ["full", "crop", "self_zoom"]}
@@ -165,7 +168,15 @@ def test_training_rescoring_with_self_zoom(tiny_model: str, synth_small: Path, t
     assert len(points) == 2
     for p in points:
         assert set(p["tasks"]["synth"]["views"]) == {"full", "crop", "self_zoom"}
+        assert set(p["tasks"]["synth_holdout"]["views"]) == {"full"}
     assert (out / "evals" / "step-1" / "stages" / "synth" / "self_zoom.jsonl").is_file()
+    from vopd_bench.report.curve import plot_curve
+    from vopd_bench.train.rundir import TrainRun
+
+    _, drawn = plot_curve(TrainRun(out).curve())
+    assert drawn["tasks"]["synth"]["full"]  # the curve figure draws with the extra view present
+    assert run_cli(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
+    assert "Zoom baselines: synth" in (tmp_path / "rep" / "report.md").read_text()
     assert run_cli(["train", "--out", str(tmp_path / "bad"), *_overrides({**settings, "eval_views": ["full", "zoom"]})]) == 2
 
 
@@ -180,3 +191,22 @@ def test_square_helper_reads_the_fixture(fixture_data) -> None:
     for row in rows:
         box, _ = square(Image.open(data / row["image"]))
         assert box == [int(v) for v in row["boxes"][0]]
+
+
+@pytest.mark.parametrize("task", ["vstar", "treebench", "mmstar"])
+def test_benchmark_fixtures(task: str, tiny_model: str, tmp_path: Path) -> None:
+    """Boxed benchmark fixtures (their published layouts) and a boxless one (MMStar: no IoU, the view still runs)."""
+    import fixtures_bench as fb
+
+    data = fb.WRITERS[task](tmp_path / task)
+    out = tmp_path / "run"
+    assert run_cli(["eval", "--model", tiny_model, "--task", task, "--data", str(data), "--limit", "3",
+                    "--views", "full,self_zoom", "--out", str(out), "--quiet", "--max-new-tokens", "8"]) == 0
+    recs = records(out, task, "self_zoom")
+    assert len(recs) == 3 and all(not r["error"] for r in recs)
+    stages = (out / "stages" / task / "self_zoom.jsonl").read_text().splitlines()
+    assert len(stages) == 3
+    g = json.loads((out / "results.json").read_text())["tasks"][task]["views"]["self_zoom"]["grounding"]
+    assert g["n"] == 3 and g["fallback"] == sum(r["self_zoom"]["fallback"] for r in recs)
+    has_gold = task != "mmstar"
+    assert g["iou_n"] == (sum(r["self_zoom"]["box"] is not None for r in recs) if has_gold else 0)

@@ -219,6 +219,11 @@ class Evaluator:
         """config.json of this run: everything that can change a number; `identity` is what a resume must match."""
         b = self.backend.describe()
         tasks = {n: self.task_record(s) for n, s in self.specs.items()}
+        if self.zoom is not None:  # the first stage's format, prompt and length change the second's image
+            zoom = {k: self.zoom.record()[k] for k in ("format", "max_new_tokens", "prompt_hash")}
+            for n in tasks:
+                if any(v in STAGED_VIEWS for v in self.views[n]):
+                    tasks[n]["self_zoom"] = zoom
         identity = {
             "model": b.get("model"),
             "model_path": b.get("model_path"),
@@ -242,9 +247,8 @@ class Evaluator:
         if self.cfg.judge is not None:  # the judge's model and prompt change verdicts
             identity["judge"] = {k: self.cfg.judge.get(k) for k in ("model", "prompt", "max_tokens", "temperature")}
         extra: dict[str, Any] = {"judge": self.cfg.judge} if self.cfg.judge is not None else {}
-        if self.zoom is not None:  # the first stage's format, prompt and length change the second's image
+        if self.zoom is not None:
             extra["self_zoom"] = self.zoom.record()
-            identity["self_zoom"] = {k: extra["self_zoom"][k] for k in ("format", "max_new_tokens", "prompt_hash")}
         return RunConfig(
             vopd_bench=__version__,
             created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),

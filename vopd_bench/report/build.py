@@ -215,7 +215,8 @@ def _render(inp: Inputs, root: Path, examples: int = 1, example_ids: list[str] |
             save(fig, figs / stem)
             sections.append(markdown.Section(
                 f"Gap-reduction curve: {run.label}", f"figures/{stem}.png", f"figures/{stem}.pdf",
-                "Full, crop and holdout accuracy and the gap versus training step (bands: 95% CIs); relative "
+                "Full, crop and holdout accuracy and the gap versus training step (bands: 95% CIs; where the run "
+                "scored `self_zoom`, its two-pass accuracy dashed, the base model's as a dotted line); relative "
                 f"gap reduction = (gap₀ − gap_N) / gap₀, beside the gap closed, where {DEFINITION}. A dagger marks a "
                 f"step whose crop or holdout accuracy fell more than {run.collapse_threshold:g} points below step 0.",
                 lines=[markdown.curve_line(run, data)]))

@@ -123,6 +123,11 @@ def plot_curve(curve: list[CurvePoint], threshold: float | None = None,
             full, crop = _track(curve, task, "full"), _track(curve, task, "crop")
             _line(ax, full, "acc", COLORS["full"], NAMES["full"])
             _line(ax, crop, "acc", COLORS["crop"], NAMES["crop"])
+            zoom = _track(curve, task, "self_zoom")
+            if not np.isnan(zoom["acc"]).all():  # look-then-zoom (two passes); its step-0 level: the base's
+                _line(ax, zoom, "acc", COLORS["self_zoom"], NAMES["self_zoom"], "--")
+                if not np.isnan(zoom["acc"][0]):
+                    ax.axhline(zoom["acc"][0], color=COLORS["self_zoom"], linewidth=0.6, linestyle=":", zorder=1)
         for i, h in enumerate(hold):
             _line(ax, data["holdout"][h], "acc", COLORS["holdout"], f"{h} (full)", HOLDOUT_STYLES[i % 3])
         ax.set_ylim(0, 102)

@@ -32,8 +32,8 @@ COLUMN_IN, PAGE_IN = 3.4, 7.0
 DPI = 200  # PNG; the PDF is vector
 # Okabe–Ito
 COLORS = {"full": "#0072B2", "crop": "#E69F00", "holdout": "#009E73", "gap": "#CC79A7",
-          "before": "#56B4E9", "after": "#D55E00", "ci": "#333333", "zero": "#888888"}
-NAMES = {"full": "Full image", "crop": "Zoomed crop"}
+          "before": "#56B4E9", "after": "#D55E00", "ci": "#333333", "zero": "#888888", "self_zoom": "#555555"}
+NAMES = {"full": "Full image", "crop": "Zoomed crop", "self_zoom": "Look, then zoom (2 passes)"}
 
 _subset_log = logging.getLogger("fontTools.subset")
 if _subset_log.level == logging.NOTSET:  # PDF font subsetting logs every glyph at INFO
