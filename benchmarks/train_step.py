@@ -1,16 +1,19 @@
 """Step-time breakdown and peak memory of Vision-OPD training on the tiny model, full vs LoRA, and
-full training in 2 processes as DDP vs FSDP.
+full training in 2 processes as DDP vs FSDP; with vLLM installed also rollouts from a colocated vLLM
+engine (`vllm`: full weights, `vllm_lora`: LoRA with merged-weight sync), the importance correction on.
 
     python benchmarks/train_step.py [--model DIR] [--steps 4] [--prompts 8] [--rollouts 4]
                                     [--max-new-tokens 16] [--threads 2] [--modes full,lora,ddp2,fsdp2]
+                                    [--vllm-sleep-level 0] [--vllm-gpu-memory-utilization 0.3]
 
 Each mode runs in its own process (so peak RSS is that mode's; ddp2/fsdp2: 2 processes under torchrun
 with threads/2 each, the same global batch; figures of rank 0, peak RSS the larger of the two):
 `--steps` optimizer steps after one warm-up step; prints the mean seconds per phase -- encode (render +
 processor), rollout (HF generate), teacher forward (crop view), reference forward (initial policy for the
 anchor, when it is a separate model), student forward/backward (full view, + crop view with the anchor),
-optimizer (+ teacher update) -- then the time to re-score one checkpoint with the harness (per eval item
-and view), peak RSS, and the training state one process holds (weights, gradients, AdamW state, teacher
+optimizer (+ teacher update), and for the vLLM modes the engine's weight sync and sleep -- then the
+sampler/learner mismatch of the vLLM modes (mean |log ratio|, fraction clipped at is_clip, max ratio),
+the time to re-score one checkpoint with the harness (per eval item and view), peak RSS, and the training state one process holds (weights, gradients, AdamW state, teacher
 and reference copies: the part FSDP shards).
 """
 
@@ -27,7 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-PHASES = ("encode", "rollout", "teacher_forward", "reference_forward", "student_forward_backward", "optimizer")
+PHASES = ("encode", "rollout", "teacher_forward", "reference_forward", "student_forward_backward", "optimizer",
+          "engine_sleep", "weight_sync")
+MISMATCH = ("is_abs_log_ratio", "is_clipped_frac", "is_ratio_max")  # the importance correction's statistics
 
 
 def default_model() -> str:
@@ -56,8 +61,10 @@ def worker(a: argparse.Namespace) -> dict:
         eval_data={"synth": str(data)}, eval_limit=a.eval_items, prompts_per_step=a.prompts,
         rollouts_per_prompt=a.rollouts, max_new_tokens=a.max_new_tokens, micro_batch_size=a.prompts * a.rollouts,
         steps=a.steps + 1, teacher=a.teacher, anchor_weight=a.anchor, beta=0.5, top_k=a.top_k,
-        lora=a.worker == "lora", lr=1e-4, warmup_steps=0, threads=threads, progress=False, out=str(out),
-        distributed="fsdp" if a.worker == "fsdp2" else "ddp",
+        lora=a.worker in ("lora", "vllm_lora"), lr=1e-4, warmup_steps=0, threads=threads, progress=False,
+        out=str(out), distributed="fsdp" if a.worker == "fsdp2" else "ddp",
+        rollout_backend="vllm" if a.worker.startswith("vllm") else "hf", rollout_correction="auto",
+        vllm_sleep_level=a.vllm_sleep_level, vllm_gpu_memory_utilization=a.vllm_gpu_memory_utilization,
     )
     trainer = Trainer(cfg)
     rank = trainer.rank
@@ -73,6 +80,9 @@ def worker(a: argparse.Namespace) -> dict:
     score_checkpoint(cfg, trainer.policy, trainer.last_checkpoint, out / "eval")
     eval_s = time.perf_counter() - t0
     total, trainable = trainer.policy.num_parameters()
+    engine_dtype = getattr(trainer.vllm, "dtype", None)
+    if trainer.vllm is not None:
+        trainer.vllm.close()
     rss = [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]
     if trainer.world > 1:
         from vopd_bench.train import dist
@@ -83,6 +93,9 @@ def worker(a: argparse.Namespace) -> dict:
         "phases": mean,
         "step_s": sum(r["wall"] for r in timed) / len(timed),
         "response_tokens": sum(r["response_tokens"] for r in timed) / len(timed),
+        "mismatch": {k: max(r[k] for r in recs) if k == "is_ratio_max" else sum(r[k] for r in recs) / len(recs)
+                     for k in MISMATCH if all(k in r for r in recs)},
+        "engine_dtype": engine_dtype,
         "eval_s_per_item_view": eval_s / (2 * a.eval_items),
         "peak_rss_mb": max(rss),
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0,
@@ -117,15 +130,25 @@ def state_bytes(trainer: Any) -> int:
 
 
 def print_table(rows: list[dict], a: argparse.Namespace) -> None:
+    dtypes = {r["mode"]: r["engine_dtype"] for r in rows if r.get("engine_dtype")}
+    if dtypes:
+        print("vLLM engine dtype: " + ", ".join(f"{m} {d}" for m, d in dtypes.items())
+              + f"; sleep level {a.vllm_sleep_level}, gpu_memory_utilization {a.vllm_gpu_memory_utilization}")
     print(f"model {a.model}; {a.prompts} prompts x {a.rollouts} rollouts, <= {a.max_new_tokens} new tokens, "
           f"teacher {a.teacher}, anchor {a.anchor}, top_k {a.top_k}, {a.threads} threads; mean of {a.steps} steps")
     head = f"{'phase (s/step)':28s}" + "".join(f"{r['mode']:>12s}" for r in rows)
     print(head)
     print("-" * len(head))
     for p in PHASES:
+        if p in ("engine_sleep", "weight_sync") and not any(r["phases"][p] for r in rows):
+            continue  # HF rollouts only
         print(f"{p:28s}" + "".join(f"{r['phases'][p]:12.3f}" for r in rows))
     print(f"{'step total (wall)':28s}" + "".join(f"{r['step_s']:12.3f}" for r in rows))
     print(f"{'mean response tokens':28s}" + "".join(f"{r['response_tokens']:12.1f}" for r in rows))
+    for k in MISMATCH:
+        if any(k in r.get("mismatch", {}) for r in rows):
+            print(f"{k:28s}" + "".join(f"{r['mismatch'][k]:12.4g}" if k in r.get("mismatch", {}) else f"{'-':>12s}"
+                                       for r in rows))
     print(f"{'re-scoring s / item-view':28s}" + "".join(f"{r['eval_s_per_item_view']:12.3f}" for r in rows))
     print(f"{'peak RSS (MB)':28s}" + "".join(f"{r['peak_rss_mb']:12.0f}" for r in rows))
     if any(r.get("peak_gpu_mb") for r in rows):
@@ -146,7 +169,9 @@ def main() -> None:
     p.add_argument("--top-k", type=int, default=100)
     p.add_argument("--eval-items", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--modes", default="full,lora,ddp2,fsdp2")
+    p.add_argument("--modes", default="full,lora,ddp2,fsdp2", help="also vllm, vllm_lora (vLLM rollouts)")
+    p.add_argument("--vllm-sleep-level", type=int, default=0, help="vllm modes: engine sleep between rollout and update")
+    p.add_argument("--vllm-gpu-memory-utilization", type=float, default=0.3, help="vllm modes: the engine's GPU share")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--out-dir", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()

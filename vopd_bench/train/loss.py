@@ -73,6 +73,7 @@ def generalized_jsd(
     top_k: int | None = None,
     reduction: str = "mean",
     num_tokens: float | None = None,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Generalized JSD(β) between teacher and student, per response token.
 
@@ -80,6 +81,8 @@ def generalized_jsd(
     top_k: None or 0 = full vocabulary, else the student's top-k plus a tail bucket.
     reduction: "mean" (over masked tokens, or divided by `num_tokens` when given -- the global token
     count under gradient accumulation / several processes), "sum", or "none" ((B, T), 0 off the mask).
+    weights: (B, T) per-token factors (the importance correction's truncated ratios, no gradient); the
+    denominator stays the token count.
     """
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must be in [0, 1], got {beta}")
@@ -90,6 +93,8 @@ def generalized_jsd(
     per_token = jsd_per_token(s, t, beta)
     if mask is not None:
         per_token = per_token * mask.to(per_token.dtype)
+    if weights is not None:
+        per_token = per_token * weights.detach().to(per_token.dtype)
     if reduction == "none":
         return per_token
     total = per_token.sum()

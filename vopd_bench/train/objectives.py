@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import torch
 
 from vopd_bench.train.config import OPDConfig
+from vopd_bench.train.importance import Correction, correction, sampling_log_probs
 from vopd_bench.train.loss import generalized_jsd, mean_entropy, token_cross_entropy
 from vopd_bench.train.rollout import Encoding, completion_logits, row_inputs
 from vopd_bench.train.teacher import Teacher, initial_policy
@@ -57,12 +58,37 @@ class MicroBatch:
     mask: torch.Tensor
     num_tokens: float
     timer: Callable[[str], contextlib.AbstractContextManager] = lambda _: contextlib.nullcontext()
+    # the importance correction (`importance.py`): the sampler's log-probabilities of `tokens` (NaN where
+    # unknown: ratio 1), the truncation, and the sampling distribution's temperature and excluded ids
+    sampler_logprobs: torch.Tensor | None = None
+    is_clip: float | None = None
+    temperature: float = 1.0
+    banned: list[int] = field(default_factory=list)
     _logits: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict)
+    _correction: Correction | None = None
 
     @property
     def token_count(self) -> float:
         """Response tokens in this chunk."""
         return float(self.mask.sum())
+
+    def importance(self) -> Correction | None:
+        """The truncated importance weights of this chunk's tokens and their statistics (None when the
+        correction is off), from the student's own full-image logits (computed once, shared with the loss)."""
+        if self.sampler_logprobs is None or self.is_clip is None:
+            return None
+        if self._correction is None:
+            learner = sampling_log_probs(self.student("full"), self.tokens, self.temperature, self.banned)
+            sampler = self.sampler_logprobs.to(learner.device)
+            sampler = torch.where(torch.isnan(sampler), learner, sampler)
+            self._correction = correction(learner, sampler, self.mask, self.is_clip)
+        return self._correction
+
+    @property
+    def weights(self) -> torch.Tensor | None:
+        """Per-token loss factors of an on-policy objective (None: every token counts once)."""
+        c = self.importance()
+        return None if c is None else c.weights
 
     def encoding(self, view: str) -> Encoding:
         return self.full if view == "full" else self.crop
@@ -131,7 +157,8 @@ class Distill(Objective):
     def loss(self, batch: MicroBatch) -> tuple[torch.Tensor, dict[str, float]]:
         cfg, t_logits = self.cfg, batch.scored(self.teacher)
         jsd = generalized_jsd(batch.student("full"), t_logits, batch.mask, beta=cfg.beta,
-                              temperature=cfg.loss_temperature, top_k=cfg.top_k, num_tokens=batch.num_tokens)
+                              temperature=cfg.loss_temperature, top_k=cfg.top_k, num_tokens=batch.num_tokens,
+                              weights=batch.weights)
         return jsd, {
             "jsd": float(jsd.detach()),
             "teacher_entropy": mean_entropy(t_logits, batch.mask) * batch.token_count,
@@ -174,7 +201,8 @@ class Anchor(Objective):
     def loss(self, batch: MicroBatch) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.cfg
         anchor = generalized_jsd(batch.student("crop"), batch.scored(self.reference), batch.mask, beta=0.0,
-                                 temperature=cfg.loss_temperature, top_k=cfg.top_k, num_tokens=batch.num_tokens)
+                                 temperature=cfg.loss_temperature, top_k=cfg.top_k, num_tokens=batch.num_tokens,
+                                 weights=batch.weights)
         return cfg.anchor_weight * anchor, {"anchor": float(anchor.detach())}
 
 

@@ -48,6 +48,9 @@ class Rollouts:
     mask: torch.Tensor  # (N, C) 1 on response tokens (up to and including the first EOS)
     texts: list[str]
     n: int
+    # (N, C) the sampler's log-probability of each response token under the distribution it sampled from
+    # (NaN where unknown); None when not recorded (the importance correction is off)
+    logprobs: torch.Tensor | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -106,10 +109,13 @@ def response_mask(tokens: torch.Tensor, eos: list[int]) -> torch.Tensor:
 
 @torch.no_grad()
 def sample_hf(
-    policy: Policy, enc: Encoding, n: int, max_new_tokens: int, temperature: float, synced: bool = False
+    policy: Policy, enc: Encoding, n: int, max_new_tokens: int, temperature: float, synced: bool = False,
+    logprobs: bool = False,
 ) -> Rollouts:
     """n responses per prompt from HF generate (`enc` is the unrepeated full-image encoding). `synced`:
-    the model is sharded, so every process keeps stepping (forwards are collectives) until all are done."""
+    the model is sharded, so every process keeps stepping (forwards are collectives) until all are done.
+    `logprobs`: also record each sampled token's log-probability under the processed scores generate sampled
+    from (temperature and the suppressed ids applied), for `rollout_correction: token`."""
     rep = repeat_encoding(enc, n, policy.processor)
     policy.model.eval()
     policy.reset_rope()
@@ -123,13 +129,20 @@ def sample_hf(
             eos_token_id=eos_ids(policy),
             suppress_tokens=multimodal_token_ids(policy) or None,
             synced_gpus=synced,
+            output_scores=logprobs,
+            return_dict_in_generate=logprobs,
             **NEUTRAL_SAMPLING,
         )
-    tokens = out[:, rep["input_ids"].shape[1] :]
+    seqs = out.sequences if logprobs else out
+    tokens = seqs[:, rep["input_ids"].shape[1] :]
+    lps = None
+    if logprobs:  # one (N, V) score tensor per generated position, already divided by the temperature
+        lps = torch.stack([torch.log_softmax(sc.float(), -1).gather(-1, tokens[:, i : i + 1]).squeeze(-1)
+                           for i, sc in enumerate(out.scores)], 1)
     mask = response_mask(tokens, eos_ids(policy))
     tokens = tokens.masked_fill(mask == 0, pad_id(policy))
     texts = policy.processor.batch_decode(tokens, skip_special_tokens=True)
-    return Rollouts(tokens=tokens, mask=mask, texts=[t.strip() for t in texts], n=n)
+    return Rollouts(tokens=tokens, mask=mask, texts=[t.strip() for t in texts], n=n, logprobs=lps)
 
 
 def gold_rollouts(policy: Policy, prompts: list[Prompt]) -> Rollouts:

@@ -36,7 +36,7 @@ from vopd_bench.runtime import (
     read_jsonl,
 )
 from vopd_bench.schema import TrainRunConfig
-from vopd_bench.train import checkpoint, dist, fsdp
+from vopd_bench.train import checkpoint, dist, fsdp, importance
 from vopd_bench.train.config import RESUMABLE_CHANGES, OPDConfig, default_out
 from vopd_bench.train.curve import (
     append_point,
@@ -49,7 +49,14 @@ from vopd_bench.train.data import Prompt, load_prompts, prompts_provenance, rend
 from vopd_bench.train.logging_sinks import make_sinks
 from vopd_bench.train.objectives import MicroBatch, build_objectives, objective_class
 from vopd_bench.train.policy import Policy, check_family, pick_device, processor_and_budget
-from vopd_bench.train.rollout import Rollouts, answer_entropy, encode, gold_rollouts, sample_hf
+from vopd_bench.train.rollout import (
+    Rollouts,
+    answer_entropy,
+    encode,
+    gold_rollouts,
+    multimodal_token_ids,
+    sample_hf,
+)
 from vopd_bench.train.rundir import TrainRun
 from vopd_bench.train.teacher import make_teacher
 
@@ -115,18 +122,25 @@ class Trainer:
         resume = checkpoint.latest(self.ckpt_root)
         torch.manual_seed(cfg.seed)  # a new LoRA adapter's initialisation: reproducible, the same on every rank
         self.policy = Policy(cfg, self.device, resume_from=resume)
-        if dist.is_main():
-            self._write_config()  # once the model loaded: with the LoRA targets it resolved
         self.vllm = None
-        if cfg.rollout_backend == "vllm" and objective_class(cfg.objective).on_policy:
+        on_policy = objective_class(cfg.objective).on_policy
+        # the importance correction: on for engine rollouts (rollout_correction auto), never for gold answers
+        self.correct = on_policy and importance.enabled(cfg.rollout_correction, cfg.rollout_backend)
+        if cfg.rollout_backend == "vllm" and on_policy:
             from vopd_bench.train.vllm_rollout import VLLMSampler
 
-            self.vllm = VLLMSampler(self.policy, resolve_model(cfg.model), cfg.max_pixels, cfg.vllm_args)
+            self.vllm = VLLMSampler(self.policy, resolve_model(cfg.model), cfg.max_pixels, cfg.vllm_args,
+                                    logprobs=self.correct, gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
+                                    sleep_level=cfg.vllm_sleep_level, dtype=cfg.vllm_dtype)
             if resume is not None:
                 self.vllm.sync(self.policy)
+        self.banned = multimodal_token_ids(self.policy) if self.correct else []
+        if dist.is_main():
+            self._write_config()  # once the model (LoRA targets) and the engine (its settings) are known
         self.teacher = make_teacher(cfg.teacher, self.policy, cfg)
         self.objectives = build_objectives(cfg, self.teacher)
-        self.token_means = tuple(dict.fromkeys(k for o in self.objectives for k in o.token_means))
+        self.token_means = tuple(dict.fromkeys([*(k for o in self.objectives for k in o.token_means),
+                                                *(importance.TOKEN_MEANS if self.correct else ())]))
         self.optimizer = torch.optim.AdamW(
             self.policy.trainable, lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay
         )
@@ -162,8 +176,23 @@ class Trainer:
             },
             config=self.cfg.to_dict(),
             versions=package_versions(),
-            extra={"image_budget": self.image_budget, "lora_target_modules": self._lora_targets()},
+            extra={"image_budget": self.image_budget, "lora_target_modules": self._lora_targets(),
+                   "rollout_correction": self._correction_record(), "vllm": self._vllm_record()},
         )
+
+    def _correction_record(self) -> dict[str, Any]:
+        """The importance correction as resolved for this run (config.json `extra.rollout_correction`)."""
+        on = bool(getattr(self, "correct", False))
+        sampler = ("vllm processed_logprobs" if self.cfg.rollout_backend == "vllm" else "hf generate scores") \
+            if on else None
+        return {"enabled": on, "mode": self.cfg.rollout_correction, "level": "token" if on else None,
+                "is_clip": self.cfg.is_clip if on else None, "sampler_logprobs": sampler,
+                "temperature": self.cfg.temperature if on else None}
+
+    def _vllm_record(self) -> dict[str, Any] | None:
+        """The colocated engine's settings in force (None without one)."""
+        sampler = getattr(self, "vllm", None)
+        return sampler.settings() if sampler is not None else None
 
     def _lora_targets(self) -> list[str] | None:
         """The module names the LoRA adapter resolved to (None without LoRA)."""
@@ -252,7 +281,10 @@ class Trainer:
                 ro.tokens, ro.mask = ro.tokens.to(self.device), ro.mask.to(self.device)
             else:
                 ro = sample_hf(policy, full, cfg.rollouts_per_prompt, cfg.max_new_tokens, cfg.temperature,
-                               synced=policy.sharded)
+                               synced=policy.sharded, logprobs=self.correct)
+        if self.vllm is not None and self.vllm.sleep_level:
+            with timer("engine_sleep"):
+                self.vllm.sleep()  # vllm_sleep_level: free the engine's memory for the update
         global_tokens = dist.all_sum(ro.num_tokens)
         sums: dict[str, float] = {}
         policy.model.train()
@@ -262,6 +294,9 @@ class Trainer:
             rows = range(start, min(start + cfg.micro_batch_size, n_rows))
             batch = MicroBatch(policy, full, crop, ro.n, rows, ro.tokens[start : rows.stop],
                                ro.mask[start : rows.stop], global_tokens, timer)
+            if self.correct and ro.logprobs is not None:
+                batch.sampler_logprobs, batch.is_clip = ro.logprobs[start : rows.stop], cfg.is_clip
+                batch.temperature, batch.banned = cfg.temperature, self.banned
             self._micro_step(batch, sums)
         lr = self.optimizer.param_groups[0]["lr"]
         with timer("optimizer"):
@@ -292,6 +327,10 @@ class Trainer:
             loss.backward()
         for k, v in {"loss": float(loss.detach()), **metrics}.items():
             sums[k] = sums.get(k, 0.0) + v
+        corr = batch.importance()
+        if corr is not None:  # the mismatch statistics: token sums, and the running maximum
+            for k, v in corr.metrics().items():
+                sums[k] = max(sums.get(k, 0.0), v) if k in importance.MAXIMA else sums.get(k, 0.0) + v
 
     def _step_stats(
         self,
@@ -309,7 +348,7 @@ class Trainer:
         ans = answer_entropy(ro, [p.options for p in prompts])
         order = [k for k in sums if k not in self.token_means] + [k for k in sums if k in self.token_means]
         local = {k: sums[k] / max(global_tokens, 1.0) if k in self.token_means else sums[k] for k in order}
-        tot = {k: dist.all_sum(v) for k, v in local.items()}
+        tot = {k: max(dist.gather_objects(v)) if k in importance.MAXIMA else dist.all_sum(v) for k, v in local.items()}
         answer_ents = [a for a in dist.gather_objects(ans) if a is not None]
         rec: dict[str, Any] = {"step": step + 1}
         rec.update({k: round(v, 6) for k, v in tot.items()})
