@@ -8,14 +8,18 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from vopd_bench import synth
+from vopd_bench import grounding, synth
 from vopd_bench.items import Item
 from vopd_bench.reference.build import chat_corpus
 from vopd_bench.tasks import TaskSpec
-from vopd_bench.views import render_view
+from vopd_bench.views import render_view, union_box
 
 TASK = "synth"
 HOLDOUT_TASK = "synth_holdout"
+# The reference model is a Qwen2.5-VL: it answers the grounding prompt with absolute pixel boxes of the
+# image as its processor saw it (224 px scenes are multiples of 28, so the processor does not resize them).
+BOX_FORMAT = grounding.format_for(model="vopd-tiny")
+GROUND_CATEGORY = "ground"
 
 
 @dataclass
@@ -27,6 +31,7 @@ class Example:
     response: str
     answer: str
     category: str
+    box: list[float] | None = None  # grounding examples: the gold box, in pixels of `image`
 
 
 class TaskData:
@@ -61,6 +66,21 @@ class TaskData:
             response=item.meta["response"],
             answer=item.answer,
             category=item.category or "",
+        )
+
+    def ground_example(self, item: Item) -> Example:
+        """The grounding request for `item` (the full image, `grounding.grounding_prompt` of its question),
+        answered with the union of its boxes as `grounding.box_text` writes it, e.g. `{"bbox_2d": [...]}`."""
+        image = item.load_image()
+        box = union_box(item.boxes)
+        w, h = image.size
+        return Example(
+            image=image,
+            prompt=grounding.grounding_prompt(item.question, BOX_FORMAT),
+            response=grounding.box_text(box, w, h, BOX_FORMAT),
+            answer=item.answer,
+            category=GROUND_CATEGORY,
+            box=[float(v) for v in box],
         )
 
 

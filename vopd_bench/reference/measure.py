@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import re
 import tempfile
+import time
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from vopd_bench import grounding
 from vopd_bench.items import Item
-from vopd_bench.reference.data import HOLDOUT_TASK, TASK, Example, TaskData
+from vopd_bench.reference.data import BOX_FORMAT, HOLDOUT_TASK, TASK, Example, TaskData
 from vopd_bench.reference.encode import encode_prompts
 from vopd_bench.schema import SampleRecord
 from vopd_bench.tasks import get_task
 
 _ANSWER_RE = re.compile(r"Answer:\s*([A-Z])\b")
+GROUND_MAX_NEW_TOKENS = 48  # `{"bbox_2d": [x1, y1, x2, y2]}` is 31 byte-level tokens at most (+ <|im_end|>)
 
 
 def parse_letter(text: str) -> str | None:
@@ -69,6 +73,63 @@ def evaluate_views(
     return {v: accuracy(model, processor, [data.example(it, v) for it in items], max_new) for v in views}
 
 
+def box_scores(pred: Sequence[float] | None, gold: Sequence[float]) -> dict[str, float]:
+    """IoU of a predicted box with the gold one, and whether its centre lies inside the gold box
+    (both 0 for no box)."""
+    if pred is None:
+        return {"iou": 0.0, "centre_hit": 0.0}
+    cx, cy = (pred[0] + pred[2]) / 2, (pred[1] + pred[3]) / 2
+    hit = gold[0] <= cx <= gold[2] and gold[1] <= cy <= gold[3]
+    return {"iou": grounding.iou(pred, gold), "centre_hit": float(hit)}
+
+
+def grounding_stats(
+    model: Any, processor: Any, data: TaskData, items: Sequence[Item], self_zoom: bool = True
+) -> dict[str, Any]:
+    """How well the model answers the grounding prompt on `items` (greedy, the eval's encoding): parse rate,
+    mean IoU with the gold (union) box, share with IoU >= 0.5, share whose box centre lies in the gold box
+    (misses count 0), seconds per item; with `self_zoom`, also the accuracy of asking the question on the
+    crop of its own box (the task's crop protocol; the full image where no box parses), as the two-stage
+    view does."""
+    t0 = time.perf_counter()
+    examples = [data.ground_example(it) for it in items]
+    texts = generate(model, processor, examples, max_new_tokens=GROUND_MAX_NEW_TOKENS)
+    boxes = []
+    for t, e in zip(texts, examples):
+        w, h = e.image.size
+        boxes.append(grounding.parse_box(t, w, h, BOX_FORMAT))
+    scores = [box_scores(b, e.box or []) for b, e in zip(boxes, examples)]
+    out: dict[str, Any] = {
+        "n": len(examples),
+        "parse_rate": float(np.mean([b is not None for b in boxes])),
+        "mean_iou": float(np.mean([s["iou"] for s in scores])),
+        "iou50": float(np.mean([s["iou"] >= 0.5 for s in scores])),
+        "centre_hit": float(np.mean([s["centre_hit"] for s in scores])),
+        "s_per_item": round((time.perf_counter() - t0) / max(1, len(examples)), 4),
+        "example": texts[0] if texts else "",
+    }
+    if self_zoom:
+        zoomed = [
+            data.example(replace(it, boxes=[b]), "crop") if b is not None else data.example(it, "full")
+            for it, b in zip(items, boxes)
+        ]
+        out["self_zoom_accuracy"] = accuracy(model, processor, zoomed)["accuracy"]
+    return out
+
+
+def quick_measure(model: Any, processor: Any, n: int = 200, seed: int = 1234, holdout_seed: int = 4321) -> dict[str, Any]:
+    """In-memory figures of a loaded checkpoint on the gap task's first `n` items of `seed` (the eval's items):
+    full and crop accuracy, grounding (`grounding_stats`, with self-zoom accuracy), and the holdout's full
+    accuracy on its first `n` items."""
+    data, holdout = TaskData(get_task(TASK)), TaskData(get_task(HOLDOUT_TASK))
+    items = data.items(n, seed)
+    res: dict[str, Any] = {k: v["accuracy"] for k, v in evaluate_views(model, processor, data, items, ["full", "crop"]).items()}
+    res["holdout"] = evaluate_views(model, processor, holdout, holdout.items(n, holdout_seed), ["full"])["full"]["accuracy"]
+    res["gap"] = round(100 * (res["crop"] - res["full"]), 1)
+    res["grounding"] = grounding_stats(model, processor, data, items)
+    return res
+
+
 def view_stats(records: Iterable[SampleRecord]) -> dict[str, Any]:
     """`accuracy`'s summary of one view from the harness's sample records."""
     recs = list(records)
@@ -85,12 +146,14 @@ def view_stats(records: Iterable[SampleRecord]) -> dict[str, Any]:
 
 
 def measure(
-    model_dir: str | Path, n: int = 500, seeds: Sequence[int] = (1234, 5678), threads: int = 2
+    model_dir: str | Path, n: int = 500, seeds: Sequence[int] = (1234, 5678), threads: int = 2, ground_n: int = 200
 ) -> dict[str, Any]:
-    """Greedy accuracy of a checkpoint on the synth task's views (one set per seed) and on the holdout.
+    """Greedy accuracy of a checkpoint on the synth task's views (one set per seed) and on the holdout, and
+    its grounding (`grounding_stats`) on the first `ground_n` items of the first seed's set (0: skipped).
 
     Runs the eval harness (`vopd_bench.evaluate`, HF backend, float32 on the CPU, batches of 50) on the
-    first `n` items of each set, in a temporary run directory; the per-view summary is `accuracy`'s."""
+    first `n` items of each set, in a temporary run directory; the per-view summary is `accuracy`'s.
+    Grounding is measured in memory on the same items (the eval's encoding and greedy decoding)."""
     from vopd_bench.backends.base import BackendConfig
     from vopd_bench.backends.hf import HFBackend
     from vopd_bench.evaluate import EvalConfig, run_eval
@@ -116,4 +179,11 @@ def measure(
         views = res[f"synth_seed{s}"]
         views["gap"] = round(100 * (views["crop"]["accuracy"] - views["full"]["accuracy"]), 1)
     res["holdout"] = res["holdout"]["full"]
+    if ground_n > 0:
+        from vopd_bench.reference.build import load
+
+        model, processor = load(model_dir)
+        data = TaskData(spec)
+        res["grounding"] = grounding_stats(model, processor, data, data.items(ground_n, seeds[0]))
+        res["grounding"]["seed"] = seeds[0]
     return res
