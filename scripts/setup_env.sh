@@ -26,7 +26,7 @@ if [ "$(uname -m)" = "x86_64" ] && ! command -v nvidia-smi >/dev/null 2>&1; then
   # 4. PyPI's torchvision is a CUDA build: skip its C++ op registration (pure-torch transforms work).
   $V/bin/python "$ROOT/scripts/patch_torchvision.py"
 fi
-# 5. The project itself, editable, with its dev/train extras.
-$PIP install -q -e "$ROOT[dev,train,openai,tensorboard,wandb,prompts]"
+# 5. The project itself, editable, with its dev/train extras (bench: what benchmarks/ compare against).
+$PIP install -q -e "$ROOT[dev,train,openai,tensorboard,wandb,prompts,bench]"
 $V/bin/python -c "import torch, torchvision, transformers, vopd_bench; print('[setup] torch', torch.__version__, 'transformers', transformers.__version__)" >&2
 echo "$WANT" > "$STAMP"
