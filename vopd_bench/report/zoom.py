@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from vopd_bench.compare import run_views
+from vopd_bench.errors import UserError
 from vopd_bench.report.figures import COLUMN_IN, new_figure, paper_style, save
 from vopd_bench.report.load import ModelResult
 from vopd_bench.report.markdown import Section
@@ -64,13 +65,18 @@ def _row(label: str, view: str, recs: list[SampleRecord], full: list[SampleRecor
 
 def zoom_rows(models: list[ModelResult], task: str) -> list[Row]:
     """Rows for `task`: every view of ZOOM_VIEWS each model scored, on the items all rows share."""
+    found = [(m, RunDir(m.path)) for m in models if m.config is not None]
+    found = [(m, run, [v for v, _ in ZOOM_VIEWS if v in run_views(m.path).get(task, []) and run.samples_path(task, v).is_file()])
+             for m, run in found]
+    if not any("self_zoom" in views for _, _, views in found):
+        return []
     per: list[tuple[str, str, list[SampleRecord]]] = []
-    for m in models:
-        views = run_views(m.path).get(task, []) if m.config is not None else []
-        run = RunDir(m.path)
-        for view, _ in ZOOM_VIEWS:
-            if view in views and run.samples_path(task, view).is_file():
+    for m, run, views in found:
+        for view in views:
+            try:
                 per.append((m.label, view, list(run.samples(task, view).values())))
+            except (UserError, TypeError, ValueError) as e:  # a hand-made or damaged sample file: no row
+                log.warning("zoom baselines: %s/%s/%s skipped: %s", m.label, task, view, e)
     if not any(v == "self_zoom" for _, v, _ in per):
         return []
     ids = set.intersection(*({r.id for r in recs} for _, _, recs in per))
