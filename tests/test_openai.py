@@ -17,14 +17,13 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import fields
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import free_port, vllm_serve
+from helpers import free_port, http_server, vllm_serve
 from PIL import Image
 
 from vopd_bench.backends import BackendConfig, GenerationKwargs, Request, make_backend
@@ -159,18 +158,9 @@ def make_handler(state: FaultState) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-@contextlib.contextmanager
-def serve(state: FaultState) -> Iterator[str]:
-    """The fault server for `state` on a free 127.0.0.1 port; yields its /v1 base URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(state))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
+def serve(state: FaultState) -> contextlib.AbstractContextManager[str]:
+    """The fault server for `state` on a free 127.0.0.1 port (a context manager yielding its /v1 URL)."""
+    return http_server(make_handler(state))
 
 
 @pytest.fixture()

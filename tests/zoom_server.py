@@ -20,11 +20,10 @@ import json
 import re
 import threading
 from collections import Counter
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import numpy as np
-from helpers import COLOURS
+from helpers import COLOURS, http_server
 from PIL import Image
 
 MODEL = "pointer-vlm"
@@ -109,14 +108,6 @@ def make_handler(state: ZoomState) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-@contextlib.contextmanager
-def serve(state: ZoomState) -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(state))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
+def serve(state: ZoomState) -> contextlib.AbstractContextManager[str]:
+    """The server for `state` on a free 127.0.0.1 port (a context manager yielding its /v1 URL)."""
+    return http_server(make_handler(state))
