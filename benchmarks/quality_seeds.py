@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -30,20 +29,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vopd_bench.runtime import file_sha256
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "quality"
 GAP_TASK, HOLDOUT_TASK = "synth", "synth_holdout"
 
 
 # ----------------------------------------------------------------------------- model and provenance
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def model_snapshot(model: str, out: Path) -> tuple[str, str]:
     """(folder to train, sha256 of its model.safetensors). `vopd-tiny` is copied to `out/models/<sha[:12]>` (the
     hash taken on the copy, so a checkpoint replaced during the copy is caught by the next run, not mixed in)."""
@@ -51,11 +44,11 @@ def model_snapshot(model: str, out: Path) -> tuple[str, str]:
 
     src = Path(resolve_model(model))
     if model != REFERENCE_NAME:
-        return str(src), sha256(src / "model.safetensors")
+        return str(src), file_sha256(src / "model.safetensors")
     tmp = out / "models" / f".copy-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(src, tmp)
-    digest = sha256(tmp / "model.safetensors")
+    digest = file_sha256(tmp / "model.safetensors")
     dest = out / "models" / digest[:12]
     if dest.is_dir():
         shutil.rmtree(tmp)
@@ -149,7 +142,7 @@ def summarize(out: Path) -> dict[str, Any]:
             "closure": closure, "collapse_warning": any(p.warnings for p in curve),
             "warnings": [w for p in curve for w in p.warnings],
             "step_s": (last.train or {}).get("step_s"), "eval_s": [p.eval_s for p in curve],
-            "weights_sha256": sha256(weights) if weights.is_file() else None}
+            "weights_sha256": file_sha256(weights) if weights.is_file() else None}
 
 
 def report_model(model: str, sha: str | None) -> tuple[str, str]:
@@ -157,7 +150,7 @@ def report_model(model: str, sha: str | None) -> tuple[str, str]:
     from vopd_bench.models import resolve_model
 
     folder = resolve_model(model)
-    return folder, sha or sha256(Path(folder) / "model.safetensors")
+    return folder, sha or file_sha256(Path(folder) / "model.safetensors")
 
 
 def finished(out: Path) -> dict[str, Any] | None:

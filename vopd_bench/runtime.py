@@ -123,6 +123,17 @@ def package_versions() -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------- durable files
+def file_sha256(path: Path) -> str:
+    """sha256 hex digest of a file, read in 1 MiB blocks (the identity of shipped or staged weights)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def read_json(path: Path, missing_ok: bool = False) -> dict[str, Any] | None:
     """A JSON object from a file (None if it is missing and `missing_ok`); missing, unreadable or malformed ->
     a one-line `UserError` naming the file."""

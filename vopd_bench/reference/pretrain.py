@@ -17,7 +17,6 @@ can take the first stage of the `self_zoom` view. training.json then records eve
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -36,7 +35,7 @@ from vopd_bench.reference.build import TinyConfig, build, load, num_parameters, 
 from vopd_bench.reference.data import HOLDOUT_TASK, TASK, Example, TaskData, tokenizer_corpus
 from vopd_bench.reference.encode import encode_training
 from vopd_bench.reference.measure import evaluate_views, grounding_stats
-from vopd_bench.runtime import append_jsonl
+from vopd_bench.runtime import append_jsonl, file_sha256
 from vopd_bench.tasks import TaskSpec, get_task
 
 log = logging.getLogger(__name__)
@@ -256,14 +255,6 @@ def previous_stages(init: str | Path) -> tuple[list[dict[str, Any]], list[dict[s
     return stages, records
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def pretrain(cfg: PretrainConfig, out_dir: str | Path) -> Path:
     """Build and pre-train the reference tiny model (or continue from `cfg.init`); save it (loadable by the
     Auto* classes) to `out_dir`.
@@ -287,7 +278,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path) -> Path:
     data, holdout = TaskData(pretrain_task()), TaskData(get_task(HOLDOUT_TASK))
     if cfg.init:
         model, processor = load(cfg.init)
-        init_hash = _sha256(Path(cfg.init) / "model.safetensors")
+        init_hash = file_sha256(Path(cfg.init) / "model.safetensors")
         if old_records:
             append_jsonl(log_path, old_records)
     else:
