@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from helpers import run_cli
 
 from vopd_bench import grounding
@@ -104,11 +105,17 @@ def test_two_stages_record_both_configs_and_logs(tmp_path: Path):
     assert 0 <= lines[-1]["task_full"] <= 1
     # the tokenizer and processor are the initial checkpoint's, unchanged
     assert (s2 / "tokenizer.json").read_text() == (s1 / "tokenizer.json").read_text()
-    # a third stage lists all three
-    s3 = pretrain(PretrainConfig.recipe("ground", init=str(s2), steps=1, **FAST), tmp_path / "s3")
+    # a third stage lists all three; it changes the text decoder's rotary base, which the saved model carries
+    s3 = pretrain(PretrainConfig.recipe("ground", init=str(s2), steps=1, rope_theta=10.0, **FAST), tmp_path / "s3")
     info3 = json.loads((s3 / "training.json").read_text())
     assert len(info3["stages"]) == 3 and info3["stages"][:2] == info2["stages"]
+    assert info3["stages"][2]["config"]["rope_theta"] == 10.0
+    assert json.loads((s2 / "config.json").read_text())["text_config"]["rope_parameters"]["rope_theta"] == 10000.0
     model, proc = tiny.load(s3)
+    assert model.config.text_config.rope_parameters["rope_theta"] == 10.0
+    inv_freq = model.model.language_model.rotary_emb.inv_freq
+    head_dim = model.config.text_config.head_dim
+    assert torch.allclose(inv_freq, 10.0 ** (-torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim))
     stats = R.grounding_stats(model, proc, R.TaskData(get_task("synth")), R.TaskData(get_task("synth")).items(3, 1))
     assert stats["n"] == 3 and 0 <= stats["self_zoom_accuracy"] <= 1 and 0 <= stats["parse_rate"] <= 1
 
@@ -131,6 +138,8 @@ def test_init_must_be_a_pretrained_checkpoint(tmp_path: Path):
         ["--ground-clutter", "480"],
         ["--ground-clutter", "500,100"],
         ["--recipe", "ground", "--init", "/nonexistent/vopd-tiny"],
+        ["--rope-theta", "10"],  # needs --init
+        ["--recipe", "ground", "--init", "vopd_bench/reference/vopd-tiny", "--rope-theta", "0.5"],
     ],
 )
 def test_cli_rejects_bad_options(tmp_path: Path, args: list[str]):

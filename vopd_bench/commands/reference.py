@@ -53,9 +53,11 @@ def _pair(value: str | None, name: str) -> list[float] | None:
 @click.option("--ground-clutter", default=None, help="ground scenes' clutter range MIN,MAX strokes (default: the recipe's).")
 @click.option("--eval-every", type=int, default=None, help="Steps between evaluations (default: the recipe's).")
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: the recipe's; numbers depend on it slightly).")
+@click.option("--rope-theta", type=float, default=None,
+              help="With --init: the text decoder's new rotary base (default: the recipe's, else the checkpoint's).")
 def pretrain_cmd(out: str, recipe: str, init: str | None, seed: int, steps: int | None, lr: float | None,
                  warmup: int | None, mix: str | None, ground_clutter: str | None, eval_every: int | None,
-                 threads: int | None) -> None:
+                 threads: int | None, rope_theta: float | None) -> None:
     """Supervised pre-training on zoomed views and easy scenes (deterministic given the seed); with
     `--recipe ground --init STAGE1`, the second stage that teaches the grounding prompt."""
     from vopd_bench.errors import UserError
@@ -65,7 +67,7 @@ def pretrain_cmd(out: str, recipe: str, init: str | None, seed: int, steps: int 
         raise UserError("--recipe ground continues a pre-trained checkpoint: give --init FOLDER (e.g. the first "
                         "stage's --out)")
     kw = {"seed": seed, "steps": steps, "threads": threads, "lr": lr, "warmup": warmup, "init": init,
-          "mix": _mix(mix), "ground_clutter": _pair(ground_clutter, "--ground-clutter"), "eval_every": eval_every}
+          "mix": _mix(mix), "ground_clutter": _pair(ground_clutter, "--ground-clutter"), "eval_every": eval_every, "rope_theta": rope_theta}
     kw = {k: v for k, v in kw.items() if v is not None}
     try:
         cfg = PretrainConfig.recipe(recipe, **kw)

@@ -65,6 +65,11 @@ class TinyConfig:
     text_heads: int = field(default=4, metadata={"help": "attention heads (head_dim = width / heads)"})
     text_kv_heads: int = field(default=2, metadata={"help": "key/value heads (grouped-query attention)"})
     text_mlp: int = field(default=1024, metadata={"help": "text MLP width"})
+    text_rope_theta: float = field(
+        default=10000.0,
+        metadata={"help": "rotary base of the text decoder's M-RoPE; its width section gets the lowest "
+                          "frequencies, so with 8x8-token images a large base leaves columns nearly unrotated"},
+    )
     vision_depth: int = field(default=4, metadata={"help": "vision transformer blocks"})
     vision_hidden: int = field(default=192, metadata={"help": "vision width"})
     vision_mlp: int = field(default=384, metadata={"help": "vision MLP width"})
@@ -83,6 +88,8 @@ class TinyConfig:
             raise ValueError("vision_hidden must divide by vision_heads")
         if min(self.text_layers, self.vision_depth) < 1:
             raise ValueError("text_layers and vision_depth must be >= 1")
+        if self.text_rope_theta <= 1:
+            raise ValueError(f"text_rope_theta must be > 1, got {self.text_rope_theta}")
         if self.vocab_size < 300:
             raise ValueError("vocab_size must be >= 300 (256 bytes + specials + merges)")
 
@@ -151,7 +158,7 @@ def build_config(cfg: TinyConfig, tokenizer: Any) -> Any:
         "max_position_embeddings": 4096,
         "rope_parameters": {
             "rope_type": "default",
-            "rope_theta": 10000.0,
+            "rope_theta": float(cfg.text_rope_theta),
             "mrope_section": mrope_section(head_dim),
         },
         "bos_token_id": None,
@@ -228,11 +235,15 @@ def save(model: Any, processor: Any, out_dir: str | Path) -> Path:
     return out
 
 
-def load(path: str | Path) -> tuple[Any, Any]:
-    """(model, processor) from a saved folder, through the Auto* classes (as any user would)."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+def load(path: str | Path, rope_theta: float | None = None) -> tuple[Any, Any]:
+    """(model, processor) from a saved folder, through the Auto* classes (as any user would); `rope_theta`
+    replaces the text decoder's rotary base (the saved config then carries the new one)."""
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
-    model = AutoModelForImageTextToText.from_pretrained(path)
+    config = AutoConfig.from_pretrained(path)
+    if rope_theta is not None:
+        config.text_config.rope_parameters["rope_theta"] = float(rope_theta)
+    model = AutoModelForImageTextToText.from_pretrained(path, config=config)
     processor = AutoProcessor.from_pretrained(path)
     return model, processor
 

@@ -88,6 +88,11 @@ class PretrainConfig:
         metadata={"help": "continue from this checkpoint folder (a previous stage) instead of random weights; "
                           "its tokenizer and processor are kept and `tiny` is ignored"},
     )
+    rope_theta: float | None = field(
+        default=None,
+        metadata={"help": "with `init`: give the text decoder this rotary base (M-RoPE theta) before training on "
+                          "(a changed base, as long-context extensions do); None keeps the checkpoint's"},
+    )
     ground_clutter: list[float] = field(
         default_factory=lambda: [0.0, 480.0],
         metadata={"help": "ground scenes: clutter ~ U(min, max) strokes (the gap task has 480)"},
@@ -115,6 +120,8 @@ class PretrainConfig:
         unknown = set(self.mix) - set(SOURCES)
         if unknown or any(w < 0 for w in self.mix.values()) or sum(self.mix.values()) <= 0:
             raise ValueError(f"mix must give non-negative weights to {', '.join(SOURCES)}, got {self.mix}")
+        if self.rope_theta is not None and (self.rope_theta <= 1 or not self.init):
+            raise ValueError(f"rope_theta needs init and must be > 1, got {self.rope_theta} (init {self.init})")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
 
@@ -277,7 +284,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path) -> Path:
     t0 = time.perf_counter()
     data, holdout = TaskData(pretrain_task()), TaskData(get_task(HOLDOUT_TASK))
     if cfg.init:
-        model, processor = load(cfg.init)
+        model, processor = load(cfg.init, rope_theta=cfg.rope_theta)
         init_hash = file_sha256(Path(cfg.init) / "model.safetensors")
         if old_records:
             append_jsonl(log_path, old_records)
