@@ -9,8 +9,9 @@ Modes (each in its own process, so its peak RSS is its own):
 - `full_frozen` all weights trained, frozen teacher (a second copy of the initial weights);
 - `lora_frozen` a LoRA adapter trained, frozen teacher = the same model with the adapter off (no copy);
 - `lora_ema`    a LoRA adapter trained, EMA of the adapter swapped in for the teacher;
-- `lora_sft`    a LoRA adapter trained by cross-entropy on the gold answers of the same prompts (objective
-                `supervised`: no rollout, no teacher): the plain LoRA SFT step.
+- `lora_sft`    a LoRA adapter trained by cross-entropy on gold answers (objective `supervised`: no rollout, no
+                teacher): the plain LoRA SFT step, on a batch of the same size as the distillation step's
+                (prompts x rollouts sequences: that many prompts, one gold answer each).
 
 Each mode runs one warm-up step, then `--steps` timed steps; the phases (encode, rollout, teacher forward,
 reference forward, student forward/backward, optimizer) are medians over the timed steps, then one
@@ -70,12 +71,14 @@ def worker(a: argparse.Namespace) -> dict:
     from vopd_bench.train.trainer import Trainer
 
     mode = MODES[a.worker]
-    data = ensure_dataset(kind="clutter", n=max(64, a.prompts * (a.steps + 1)), seed=4242)
+    # SFT has no rollouts: it takes prompts x rollouts prompts, so both steps hold the same number of sequences
+    prompts, rollouts = (a.prompts * a.rollouts, 1) if mode["objective"] == "supervised" else (a.prompts, a.rollouts)
+    data = ensure_dataset(kind="clutter", n=max(64, prompts * (a.steps + 1)), seed=4242)
     out = Path(a.out_dir)
     cfg = OPDConfig(
         model=a.model, train_task="synth", train_data=str(data), eval_tasks=["synth"], holdout_tasks=[],
-        eval_data={"synth": str(data)}, eval_limit=a.eval_items, prompts_per_step=a.prompts,
-        rollouts_per_prompt=a.rollouts, max_new_tokens=a.max_new_tokens, micro_batch_size=a.prompts * a.rollouts,
+        eval_data={"synth": str(data)}, eval_limit=a.eval_items, prompts_per_step=prompts,
+        rollouts_per_prompt=rollouts, max_new_tokens=a.max_new_tokens, micro_batch_size=prompts * rollouts,
         steps=a.steps + 1, anchor_weight=0.0, beta=0.5, top_k=100, lr=1e-4, warmup_steps=0, threads=a.threads,
         progress=False, out=str(out), **mode,
     )
@@ -95,7 +98,7 @@ def worker(a: argparse.Namespace) -> dict:
     eval_s = time.perf_counter() - t0
     total, trainable = trainer.policy.num_parameters()
     return {
-        "mode": a.worker, "rollouts": a.rollouts, "phases": phases,
+        "mode": a.worker, "rollouts": a.rollouts, "sequences": prompts * rollouts, "phases": phases,
         "step_s": statistics.median(r["wall"] for r in timed),
         "step_runs": [r["wall"] for r in timed],
         "response_tokens": statistics.median(r["response_tokens"] for r in timed),
@@ -152,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     print("-" * len(head))
     for ph in PHASES:
         print(f"{ph:28s}" + "".join(f"{r['phases'][ph]:13.3f}" for r in rows))
-    lines = [("step total (wall)", "step_s", "{:13.3f}"), ("mean response tokens", "response_tokens", "{:13.1f}"),
+    lines = [("sequences per step", "sequences", "{:13d}"), ("step total (wall)", "step_s", "{:13.3f}"), ("mean response tokens", "response_tokens", "{:13.1f}"),
              ("re-scoring s / item-view", "eval_s_per_item_view", "{:13.3f}"), ("peak RSS (MB)", "peak_rss_mb", "{:13.0f}"),
              ("peak above load (MB)", "peak_above_load_mb", "{:13.0f}"), ("trainable params (M)", "trainable_m", "{:13.2f}")]
     for label, key, fmt in lines:

@@ -96,6 +96,8 @@ def test_step_breakdown_runs_full_lora_and_sft(tmp_path: Path) -> None:
     assert modes["lora_sft"]["phases"]["teacher_forward"] == 0  # no teacher in a plain SFT step
     assert modes["lora_frozen"]["phases"]["teacher_forward"] > 0
     assert modes["lora_frozen"]["trainable_m"] < modes["full_ema"]["trainable_m"]
+    # the SFT step holds as many sequences as the distillation step (prompts x rollouts), so RSS compares the teacher
+    assert modes["lora_sft"]["sequences"] == modes["lora_frozen"]["sequences"] == 4
     assert [r["rollouts"] for r in fig["rollout_sweep"]] == [1, 2]
     assert "peak RSS, LoRA adapter-off teacher / LoRA SFT:" in out and "teacher forward share" in out
 
