@@ -61,6 +61,14 @@ def test_two_stages_through_a_server(fixture_data, tmp_path: Path) -> None:
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     assert cfg["identity"]["tasks"]["fx"]["self_zoom"]["format"] == "json"  # no processor, unknown name: the generic format
     assert cfg["self_zoom"]["prompt"] == grounding.PROMPTS["json"]
+    # the DataFrame API flattens the first stage's facts into columns
+    from vopd_bench.frames import samples_frame
+
+    df = samples_frame(tmp_path / "run", images=False)
+    zoom = df[df["view"] == "self_zoom"].set_index("id")
+    assert "self_zoom" not in df.columns and zoom["self_zoom.fallback"].sum() == len(blind)
+    assert zoom.loc[sorted(set(recs) - blind), "self_zoom.iou"].tolist() == pytest.approx([1.0] * (len(rows) - len(blind)))
+    assert df[df["view"] == "full"]["self_zoom.iou"].isna().all()  # other views have no such facts
 
 
 def test_resume_keeps_finished_first_stages(fixture_data, tmp_path: Path) -> None:

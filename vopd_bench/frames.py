@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 SAMPLE_COLUMNS = [f.name for f in dataclasses.fields(SampleRecord) if f.name != "extra"]
+# Nested per-sample facts flattened into `<key>.<field>` columns (the `self_zoom` view's first stage).
+NESTED_FACTS = ("self_zoom",)
 RESULT_COLUMNS = ["task", "category", "view", "n", "accuracy", "ci_low", "ci_high", "parse_failures",
                   "parse_failure_rate", "errors", "skipped_no_box", "chance", "gap", "gap_ci_low", "gap_ci_high",
                   "gap_p_value", "gap_n_pairs"]
@@ -44,13 +46,18 @@ def _pd() -> Any:
 
 
 def sample_rows(run: RunDir, views: Mapping[str, list[str]]) -> list[dict[str, Any]]:
-    """Every finished record of the run's tasks and views, as flat dicts (unknown keys kept as columns)."""
+    """Every finished record of the run's tasks and views, as flat dicts (unknown keys kept as columns; the
+    `NESTED_FACTS` dicts as `<key>.<field>` columns, e.g. `self_zoom.iou`)."""
     rows = []
     for task, task_views in views.items():
         for view in task_views:
             for rec in run.samples(task, view).values():
                 row = {k: getattr(rec, k) for k in SAMPLE_COLUMNS}
-                row.update(rec.extra)
+                for k, v in rec.extra.items():
+                    if k in NESTED_FACTS and isinstance(v, dict):
+                        row.update({f"{k}.{f}": fv for f, fv in v.items()})
+                    else:
+                        row[k] = v
                 rows.append(row)
     return rows
 
