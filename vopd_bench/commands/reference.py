@@ -54,7 +54,7 @@ def _pair(value: str | None, name: str) -> list[float] | None:
 @click.option("--eval-every", type=int, default=None, help="Steps between evaluations (default: the recipe's).")
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: the recipe's; numbers depend on it slightly).")
 @click.option("--rope-theta", type=float, default=None,
-              help="With --init: the text decoder's new rotary base (default: the recipe's, else the checkpoint's).")
+              help="With --init: the text decoder's new rotary base (M-RoPE theta; default: keep the checkpoint's).")
 def pretrain_cmd(out: str, recipe: str, init: str | None, seed: int, steps: int | None, lr: float | None,
                  warmup: int | None, mix: str | None, ground_clutter: str | None, eval_every: int | None,
                  threads: int | None, rope_theta: float | None) -> None:
