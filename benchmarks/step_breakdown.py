@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     print("-" * len(head))
     for ph in PHASES:
         print(f"{ph:28s}" + "".join(f"{r['phases'][ph]:13.3f}" for r in rows))
-    lines = [("sequences per step", "sequences", "{:13d}"), ("step total (wall)", "step_s", "{:13.3f}"), ("mean response tokens", "response_tokens", "{:13.1f}"),
+    lines = [("sequences per step", "sequences", "{:13d}"), ("step total (wall)", "step_s", "{:13.3f}"),
+             ("mean response tokens", "response_tokens", "{:13.1f}"),
              ("re-scoring s / item-view", "eval_s_per_item_view", "{:13.3f}"), ("peak RSS (MB)", "peak_rss_mb", "{:13.0f}"),
              ("peak above load (MB)", "peak_above_load_mb", "{:13.0f}"), ("trainable params (M)", "trainable_m", "{:13.2f}")]
     for label, key, fmt in lines:

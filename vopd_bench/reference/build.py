@@ -65,11 +65,6 @@ class TinyConfig:
     text_heads: int = field(default=4, metadata={"help": "attention heads (head_dim = width / heads)"})
     text_kv_heads: int = field(default=2, metadata={"help": "key/value heads (grouped-query attention)"})
     text_mlp: int = field(default=1024, metadata={"help": "text MLP width"})
-    text_rope_theta: float = field(
-        default=10000.0,
-        metadata={"help": "rotary base of the text decoder's M-RoPE; its width section gets the lowest "
-                          "frequencies, so with 8x8-token images a large base leaves columns nearly unrotated"},
-    )
     vision_depth: int = field(default=4, metadata={"help": "vision transformer blocks"})
     vision_hidden: int = field(default=192, metadata={"help": "vision width"})
     vision_mlp: int = field(default=384, metadata={"help": "vision MLP width"})
@@ -88,8 +83,6 @@ class TinyConfig:
             raise ValueError("vision_hidden must divide by vision_heads")
         if min(self.text_layers, self.vision_depth) < 1:
             raise ValueError("text_layers and vision_depth must be >= 1")
-        if self.text_rope_theta <= 1:
-            raise ValueError(f"text_rope_theta must be > 1, got {self.text_rope_theta}")
         if self.vocab_size < 300:
             raise ValueError("vocab_size must be >= 300 (256 bytes + specials + merges)")
 
@@ -158,7 +151,7 @@ def build_config(cfg: TinyConfig, tokenizer: Any) -> Any:
         "max_position_embeddings": 4096,
         "rope_parameters": {
             "rope_type": "default",
-            "rope_theta": float(cfg.text_rope_theta),
+            "rope_theta": 10000.0,
             "mrope_section": mrope_section(head_dim),
         },
         "bos_token_id": None,
